@@ -1,0 +1,1 @@
+"""Frame sources: OpenCV VideoCapture (device, URL, file), image folders and simulated cameras."""
