@@ -1,0 +1,1 @@
+"""The central end of the wire: ingest service and the central store backends."""
