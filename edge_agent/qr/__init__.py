@@ -1,0 +1,1 @@
+"""QR reading: decoders behind one small interface, debouncing, classification and the pipeline."""
