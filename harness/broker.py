@@ -79,7 +79,6 @@ class Mosquitto:
             "autosave_interval 1",
             f"max_queued_messages {self.max_queued_messages}",
             "max_inflight_messages 0",
-            "max_packet_size 0",
             "log_dest stderr",
             "log_type error",
             "log_type warning",

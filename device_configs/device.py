@@ -1,0 +1,131 @@
+"""The device config: everything one edge agent needs, validated strictly.
+
+This is the document ops push to a device. Every field has bounds and a description;
+unknown keys are errors. ``schema_version`` is an integer; older documents are migrated by
+``device_configs.migrations`` before validation.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from device_configs.base import StrictModel
+
+SCHEMA_VERSION = 1
+
+Ident = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Letters, digits, '_', '.', '-'; used inside MQTT topics.",
+    ),
+]
+
+
+class TlsSettings(StrictModel):
+    ca_file: str = Field(min_length=1, max_length=4096, description="CA certificate (PEM) for the broker.")
+    cert_file: str | None = Field(
+        default=None, max_length=4096, description="Client certificate (PEM), for mutual TLS."
+    )
+    key_file: str | None = Field(default=None, max_length=4096, description="Client private key (PEM).")
+    server_hostname: str | None = Field(
+        default=None, max_length=253, description="Name to verify in the broker certificate, if not host."
+    )
+
+
+class MqttSettings(StrictModel):
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253, description="Broker host name.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker TCP port.")
+    username: str | None = Field(default=None, max_length=256, description="MQTT user name.")
+    password_env: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the MQTT password (never the password).",
+    )
+    password_file: str | None = Field(
+        default=None, max_length=4096, description="File holding the MQTT password (first line)."
+    )
+    tls: TlsSettings | None = Field(default=None, description="TLS settings; None for plain TCP.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive in seconds.")
+    reconnect_min_s: float = Field(
+        default=0.5, ge=0.05, le=60, description="First reconnect delay; doubles up to the max, jittered."
+    )
+    reconnect_max_s: float = Field(default=60, ge=0.1, le=3600, description="Longest reconnect delay.")
+
+
+class SyncSettings(StrictModel):
+    batch_max_events: int = Field(default=100, ge=1, le=1000, description="Events per MQTT message.")
+    batch_max_bytes: int = Field(
+        default=262_144, ge=1024, le=1_000_000, description="Bytes per MQTT message (wire limit 1 MiB)."
+    )
+    max_inflight_batches: int = Field(
+        default=50, ge=1, le=1000, description="Batches sent and not yet acknowledged end to end."
+    )
+    ack_timeout_s: float = Field(
+        default=15, ge=0.2, le=3600, description="Resend a batch when no ack arrived within this time."
+    )
+    drain_rate_eps: float = Field(
+        default=5000,
+        ge=0,
+        le=10_000_000,
+        description="Most events per second sent while draining a backlog (0 = unlimited), so a "
+        "fleet reconnecting after an outage does not flatten the broker.",
+    )
+    heartbeat_s: float = Field(default=60, ge=1, le=3600, description="Seconds between health events.")
+
+
+class OutboxSettings(StrictModel):
+    path: str = Field(
+        default="outbox.db", min_length=1, max_length=4096, description="SQLite file, relative to state_dir."
+    )
+    max_bytes: int = Field(
+        default=1 << 30, ge=1 << 16, le=1 << 40, description="Capacity of the outbox in event bytes."
+    )
+    max_rows: int = Field(default=5_000_000, ge=10, le=500_000_000, description="Capacity in events.")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="FULL survives power loss with every committed event; NORMAL may lose the last "
+        "commits on power loss (never on a process crash).",
+    )
+
+
+class SimulatedSource(StrictModel):
+    """A synthetic event source, for demos, tests and fleet simulation."""
+
+    id: Ident
+    rate_eps: float = Field(default=1.0, gt=0, le=100_000, description="Events per second.")
+    scan_share: float = Field(
+        default=0.8, ge=0, le=1, description="Share of scan events; the rest are footfall windows."
+    )
+    total: int | None = Field(default=None, ge=1, le=1_000_000_000, description="Stop after this many.")
+    ledger: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="File where each committed event id is appended (for end-to-end checks).",
+    )
+    fail_every: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="Raise after this many events (tests supervision)."
+    )
+
+
+class DeviceConfig(StrictModel):
+    schema_version: Literal[1] = Field(default=1, description="Config schema version (integer).")
+    store: Ident
+    device: Ident
+    state_dir: str = Field(
+        default="var/edge",
+        min_length=1,
+        max_length=4096,
+        description="Directory for the outbox and the last known good config (relative to the config).",
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
+    sync: SyncSettings = Field(default_factory=SyncSettings, description="Uplink behaviour.")
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Local buffer.")
+    simulated_sources: list[SimulatedSource] = Field(
+        default_factory=list, max_length=16, description="Synthetic event sources."
+    )

@@ -1,0 +1,1 @@
+"""Simulated devices: cameras with exact ground truth and synthetic event sources."""

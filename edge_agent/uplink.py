@@ -1,0 +1,330 @@
+"""The uplink: drains the outbox to the broker and deletes events only on the central ack.
+
+One thread owns the paho client (network I/O, callbacks, publishing), so there is no shared state
+between paho's thread and ours. The loop:
+
+1. connect (jittered exponential backoff; a refused CONNACK is a failure, not a connection);
+2. send batches of outbox events at QoS 1, at most ``max_inflight_batches`` unacknowledged and at
+   most ``drain_rate_eps`` events per second;
+3. on an ``acks`` message, delete the named sequence numbers from the outbox;
+4. resend a batch that has no ack after ``ack_timeout_s``: the broker's PUBACK is not enough (a
+   broker queue overflow or restart without persistence loses it silently) and a resend is
+   harmless because the central store upserts on the event id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from pydantic import ValidationError
+
+from device_configs.device import MqttSettings, SyncSettings
+from edge_agent import __version__
+from edge_agent.mqtt import Backoff, make_client
+from edge_agent.outbox import SqliteOutbox
+from sync import topics
+from sync.wire import EventAck
+
+log = logging.getLogger(__name__)
+
+CONNACK_TIMEOUT_S = 10.0
+COMPACT_EVERY_S = 5.0
+
+
+@dataclass
+class _Inflight:
+    lo: int
+    hi: int
+    events: int
+    sent_at: float
+    attempts: int = 1
+
+
+@dataclass
+class UplinkStats:
+    connected: bool = False
+    connects: int = 0
+    connect_failures: int = 0
+    batches_sent: int = 0
+    events_sent: int = 0
+    resends: int = 0
+    events_acked: int = 0
+    acks_received: int = 0
+    bad_acks: int = 0
+    last_error: str = ""
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.tokens = self.burst
+        self.t = time.monotonic()
+
+    def take(self, n: int) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens >= n or self.tokens >= self.burst:
+            self.tokens -= n
+            return True
+        return False
+
+
+class Uplink:
+    def __init__(
+        self,
+        outbox: SqliteOutbox,
+        *,
+        store: str,
+        device: str,
+        mqtt: MqttSettings,
+        sync: SyncSettings,
+        client_id: str | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+        on_config: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.store = store
+        self.device = device
+        self.mqtt = mqtt
+        self.sync = sync
+        self.client_id = client_id or f"edge-{store}-{device}"
+        self.status_extra = status_extra
+        self.on_config = on_config
+        self.stats = UplinkStats()
+        self._events_topic = topics.EVENTS.for_device(store, device)
+        self._acks_topic = topics.ACKS.for_device(store, device)
+        self._status_topic = topics.STATUS.for_device(store, device)
+        self._config_topic = topics.CONFIG.for_device(store, device)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._acks: deque[EventAck] = deque()
+        self._configs: deque[bytes] = deque()
+        self._inflight: dict[str, _Inflight] = {}
+        self._cursor = 0  # highest sequence number handed to the broker in this process
+        self._bucket = TokenBucket(sync.drain_rate_eps, max(sync.drain_rate_eps / 10, sync.batch_max_events))
+        self._backoff = Backoff(mqtt.reconnect_min_s, mqtt.reconnect_max_s)
+        self._client: paho.Client | None = None
+        self._connack: int | None = None  # None: waiting; 0: accepted; >0: refused
+        self._header = b'{"v":1,"batch":"%s","store":%s,"device":%s,"events":['
+        self._ids = (orjson.dumps(store), orjson.dumps(device))
+        self._last_compact = 0.0
+        self.idle = threading.Event()  # set while connected with nothing in flight or queued
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"uplink-{self.device}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def publish_status(self, payload: dict[str, Any], topic: str | None = None) -> None:
+        """Queue a small retained/non-retained message (config ack, status) from any thread."""
+        client = self._client
+        if client is not None and self.stats.connected:
+            client.publish(topic or self._status_topic, orjson.dumps(payload), qos=1, retain=topic is None)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.stats.connected:
+                    if not self._connect():
+                        self._stop.wait(self._backoff.next_delay())
+                        continue
+                    self._backoff.reset()
+                busy = bool(self._inflight) or self._cursor < self.outbox.next_seq - 1
+                rc = self._client.loop(timeout=0.002 if busy else 0.05) if self._client else 1
+                if rc != paho.MQTT_ERR_SUCCESS:
+                    self._lost(f"network loop: {paho.error_string(rc)}")
+                    continue
+                self._process_acks()
+                self._process_configs()
+                self._resend_timed_out()
+                self._send_more()
+                self._maybe_compact()
+                self.idle.set() if not self._inflight and self._cursor >= self.outbox.next_seq - 1 else (
+                    self.idle.clear()
+                )
+            except Exception as exc:  # noqa: BLE001 - the uplink must outlive any single failure
+                log.exception("uplink error; reconnecting")
+                self._lost(f"{type(exc).__name__}: {exc}")
+                self._stop.wait(self._backoff.next_delay())
+        self._shutdown()
+
+    def _connect(self) -> bool:
+        if self._client is None:
+            self._client = make_client(self.mqtt, self.client_id)
+            c = self._client
+            c.on_connect = self._on_connect
+            c.on_message = self._on_message
+            c.max_inflight_messages_set(self.sync.max_inflight_batches + 20)
+            c.max_queued_messages_set(0)
+            c.will_set(self._status_topic, orjson.dumps({"v": 1, "state": "offline"}), qos=1, retain=True)
+        client = self._client
+        self._connack = None
+        try:
+            client.connect(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
+            deadline = time.monotonic() + CONNACK_TIMEOUT_S
+            while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
+                if client.loop(timeout=0.1) != paho.MQTT_ERR_SUCCESS:
+                    break
+        except (OSError, ValueError) as exc:
+            self.stats.connect_failures += 1
+            self.stats.last_error = f"connect: {exc}"
+            log.warning("broker %s:%s unreachable: %s", self.mqtt.host, self.mqtt.port, exc)
+            return False
+        if self._connack != 0:
+            self.stats.connect_failures += 1
+            self.stats.last_error = (
+                "no CONNACK" if self._connack is None else f"connection refused ({self._connack})"
+            )
+            log.warning("broker did not accept the connection: %s", self.stats.last_error)
+            client.disconnect()
+            return False
+        self.stats.connected = True
+        self.stats.connects += 1
+        client.subscribe([(self._acks_topic, 1), (self._config_topic, 1)])
+        online: dict[str, Any] = {"v": 1, "state": "online", "software": __version__, "ts": time.time()}
+        if self.status_extra is not None:
+            online.update(self.status_extra())
+        client.publish(self._status_topic, orjson.dumps(online), qos=1, retain=True)
+        # Timers restart now: acks for what was in flight may still be on their way.
+        now = time.monotonic()
+        for b in self._inflight.values():
+            b.sent_at = now
+        log.info("connected to %s:%s as %s", self.mqtt.host, self.mqtt.port, self.client_id)
+        return True
+
+    def _lost(self, why: str) -> None:
+        if self.stats.connected:
+            log.warning("connection to broker lost: %s", why)
+        self.stats.connected = False
+        self.stats.last_error = why
+        self.idle.clear()
+        if self._client is not None:
+            try:
+                self._client.disconnect()
+            except Exception:  # noqa: BLE001 - the socket may already be gone
+                log.debug("disconnect after loss failed", exc_info=True)
+
+    def _shutdown(self) -> None:
+        client = self._client
+        if client is not None and self.stats.connected:
+            info = client.publish(
+                self._status_topic, orjson.dumps({"v": 1, "state": "offline"}), qos=1, retain=True
+            )
+            deadline = time.monotonic() + 2
+            while not info.is_published() and time.monotonic() < deadline:
+                client.loop(timeout=0.05)
+            client.disconnect()
+        self.stats.connected = False
+
+    # -- callbacks (run inside client.loop on this thread) -----------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connack = int(reason.value) if reason.is_failure else 0
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self._acks_topic:
+            try:
+                self._acks.append(EventAck.model_validate_json(msg.payload))
+            except ValidationError as exc:
+                self.stats.bad_acks += 1
+                log.warning("ignoring malformed ack (%d bytes): %s", len(msg.payload), exc.errors()[:1])
+        elif msg.topic == self._config_topic:
+            self._configs.append(msg.payload)
+
+    # -- the work --------------------------------------------------------------------------
+
+    def _process_acks(self) -> None:
+        if not self._acks:
+            return
+        ranges: list[tuple[int, int]] = []
+        while self._acks:
+            ack = self._acks.popleft()
+            self.stats.acks_received += 1
+            ranges.extend(ack.seqs)
+            self._inflight.pop(ack.batch, None)
+        self.stats.events_acked += self.outbox.delete(ranges)
+
+    def _process_configs(self) -> None:
+        while self._configs:
+            payload = self._configs.popleft()
+            if self.on_config is not None:
+                self.on_config(payload)
+
+    def _resend_timed_out(self) -> None:
+        if not self._inflight:
+            return
+        now = time.monotonic()
+        for bid, b in list(self._inflight.items()):
+            if now - b.sent_at < self.sync.ack_timeout_s:
+                continue
+            rows = self.outbox.read_range(b.lo, b.hi)
+            if not rows:  # acked through another batch, or evicted
+                del self._inflight[bid]
+                continue
+            if not self._publish(bid, [body for _, body in rows]):
+                return
+            b.sent_at = now
+            b.attempts += 1
+            self.stats.resends += 1
+            log.info("resent batch %s (%d events, attempt %d): no ack in time", bid, len(rows), b.attempts)
+
+    def _send_more(self) -> None:
+        limit = self.sync.batch_max_events
+        while len(self._inflight) < self.sync.max_inflight_batches:
+            rows = self.outbox.read_after(self._cursor, limit)
+            if not rows:
+                return
+            size = 0
+            take = 0
+            for _, body in rows:
+                size += len(body) + 1
+                if take and size > self.sync.batch_max_bytes:
+                    break
+                take += 1
+            rows = rows[:take]
+            if not self._bucket.take(len(rows)):
+                return
+            lo, hi = rows[0][0], rows[-1][0]
+            bid = f"{lo}-{hi}"
+            if not self._publish(bid, [body for _, body in rows]):
+                return
+            self._inflight[bid] = _Inflight(lo, hi, len(rows), time.monotonic())
+            self._cursor = hi
+
+    def _publish(self, bid: str, bodies: list[bytes]) -> bool:
+        assert self._client is not None
+        message = self._header % ((bid.encode(),) + self._ids) + b",".join(bodies) + b"]}"
+        info = self._client.publish(self._events_topic, message, qos=1)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            # NO_CONN, QUEUE_SIZE (65,535 unacknowledged ids), ...: try again after reconnecting.
+            self._lost(f"publish refused: {paho.error_string(info.rc)}")
+            return False
+        self.stats.batches_sent += 1
+        self.stats.events_sent += len(bodies)
+        return True
+
+    def _maybe_compact(self) -> None:
+        now = time.monotonic()
+        if now - self._last_compact >= COMPACT_EVERY_S:
+            self._last_compact = now
+            self.outbox.compact()

@@ -1,0 +1,205 @@
+"""The central ingest: events topics -> validated -> central store -> acknowledgements.
+
+Order per group of messages: validate, write events and dead letters in ONE transaction, commit,
+then PUBACK each MQTT message to the broker (manual acks: a message the ingest took but never
+committed is redelivered by the broker), then publish an ``acks`` message to each device. Killed
+anywhere in between, the worst outcome is a resend that the upsert on event id absorbs.
+
+Several ingest processes share the load through one shared subscription
+(``$share/<group>/omni/v1/+/+/events``); nothing here assumes it is the only one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sync import topics
+from sync.central.store import DEAD_LETTER_MAX_BYTES, CentralStore, DeadLetter
+from sync.validate import Validated, validate_message
+from sync.wire import MAX_MESSAGE_BYTES, seq_ranges
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    events_new: int = 0
+    events_duplicate: int = 0
+    dead_letters: int = 0
+    acks_sent: int = 0
+    write_failures: int = 0
+    connected: bool = False
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+def dead_letter(topic: str, reason: str, raw: bytes) -> DeadLetter:
+    return DeadLetter(
+        received_at=datetime.now(UTC),
+        topic=topic[:1024],
+        reason=reason[:2000],
+        payload=raw[:DEAD_LETTER_MAX_BYTES],
+        size=len(raw),
+        sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+@dataclass
+class _Msg:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+class Ingest:
+    def __init__(
+        self,
+        store: CentralStore,
+        broker: BrokerSettings,
+        *,
+        group: str = "ingest",
+        client_id: str | None = None,
+        max_messages_per_write: int = 50,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        on_write: Callable[[Validated], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.group = group
+        self.client_id = client_id or f"ingest-{group}-1"
+        self.max_messages_per_write = max_messages_per_write
+        self.max_message_bytes = max_message_bytes
+        self.on_write = on_write
+        self.stats = IngestStats()
+        self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=2000)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=False,  # queued events wait for us across an ingest restart
+            protocol=paho.MQTTv311,
+            manual_ack=True,
+        )
+        c = self._client
+        if broker.username is not None:
+            c.username_pw_set(broker.username, broker.password)
+        if broker.ca_file is not None:
+            c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(0.2, 10)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
+        self._client.loop_start()
+        self._worker = threading.Thread(target=self._work, name=f"{self.client_id}-writer", daemon=True)
+        self._worker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.stats.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.stats.connected
+
+    # -- paho callbacks (paho's thread) ---------------------------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the ingest connection: %s", reason)
+            return
+        self.stats.connected = True
+        client.subscribe(topics.shared(self.group, topics.EVENTS.wildcard()), qos=1)
+        log.info("ingest %s connected, subscribed to %s", self.client_id, topics.EVENTS.wildcard())
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.stats.connected = False
+        if not self._stop.is_set():
+            log.warning("ingest lost the broker (%s); paho reconnects", reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        # Blocks when the writer is behind: back-pressure through TCP rather than unbounded memory.
+        self._queue.put(_Msg(msg.topic, msg.payload, msg.mid, msg.qos))
+
+    # -- the writer -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            group = [first]
+            while len(group) < self.max_messages_per_write:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._handle(group)
+
+    def _handle(self, group: list[_Msg]) -> None:
+        results = [validate_message(m.topic, m.payload, self.max_message_bytes) for m in group]
+        events = [ev for r in results for ev in r.events]
+        dead = [dead_letter(m.topic, rej.reason, rej.raw) for m, r in zip(group, results) for rej in r.rejected]
+        delay = 0.1
+        while True:
+            try:
+                new = self.store.write(events, dead)
+                break
+            except Exception as exc:  # noqa: BLE001 - keep the messages and retry: never ack unstored
+                self.stats.write_failures += 1
+                log.error("central store write failed (%s); retrying in %.1fs", exc, delay)
+                if self._stop.wait(delay):
+                    return  # unacked: the broker redelivers to the next ingest
+                delay = min(delay * 2, 5.0)
+        self.stats.messages += len(group)
+        self.stats.events_new += new
+        self.stats.events_duplicate += len(events) - new
+        self.stats.dead_letters += len(dead)
+        for d in dead:
+            log.warning("dead letter from %s: %s (%d bytes)", d.topic, d.reason, d.size)
+        for m in group:
+            if m.qos > 0:
+                self._client.ack(m.mid, m.qos)
+        for r in results:
+            if r.store is not None and r.device is not None and r.batch is not None and r.settled_seqs:
+                ack = {"v": 1, "batch": r.batch, "seqs": seq_ranges(r.settled_seqs)}
+                self._client.publish(topics.ACKS.for_device(r.store, r.device), orjson.dumps(ack), qos=1)
+                self.stats.acks_sent += 1
+            if self.on_write is not None:
+                self.on_write(r)

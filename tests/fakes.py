@@ -1,0 +1,54 @@
+"""In-memory fakes of the I/O interfaces, for testing logic without a database."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from sync.central.store import DeadLetter, EventKey, StoredEvent
+
+
+class MemoryCentralStore:
+    """CentralStore in a dict; ``fail_next`` makes the next writes raise (a database outage)."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, StoredEvent] = {}
+        self.dead: list[DeadLetter] = []
+        self.fail_next = 0
+        self.writes = 0
+        self._lock = threading.Lock()
+
+    def write(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> int:
+        with self._lock:
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise ConnectionError("simulated database outage")
+            self.writes += 1
+            new = 0
+            for ev in events:
+                if ev["id"] not in self.events:
+                    self.events[ev["id"]] = ev
+                    new += 1
+            self.dead.extend(dead)
+            return new
+
+    def event_keys(self) -> list[EventKey]:
+        with self._lock:
+            return [EventKey(e["id"], e["store"], e["device"], e["seq"], e["kind"]) for e in self.events.values()]
+
+    def count_events(self) -> int:
+        return len(self.events)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._lock:
+            return list(self.dead)
+
+    def footfall_per_store_hour(self) -> list[tuple[str, datetime, int, int, int, int]]:
+        raise NotImplementedError
+
+    def scans_per_kind_store_day(self) -> list[tuple[str, str, str, int]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
