@@ -50,6 +50,7 @@ class FrameGrabber:
         name: str = "camera",
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        drop_oldest: bool = True,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
@@ -59,6 +60,9 @@ class FrameGrabber:
         self._backoff = backoff or Backoff()
         self._min_interval = 1.0 / fps_limit if fps_limit else 0.0
         self._clock = clock
+        # Live cameras drop the oldest frame; replays (files, simulations in tests) may instead
+        # wait for the consumer, since their media time does not run away.
+        self._drop_oldest = drop_oldest
         self._rng = random.Random(seed)
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -86,7 +90,9 @@ class FrameGrabber:
         with self._cond:
             if not self._queue and not self.finished_locked():
                 self._cond.wait_for(lambda: bool(self._queue) or self.finished_locked(), timeout)
-            return self._queue.popleft() if self._queue else None
+            frame = self._queue.popleft() if self._queue else None
+            self._cond.notify_all()  # room for a producer waiting in no-drop mode
+            return frame
 
     @property
     def finished(self) -> bool:
@@ -173,6 +179,8 @@ class FrameGrabber:
                 continue
             last_t = frame.t
             with self._cond:
+                if not self._drop_oldest:
+                    self._cond.wait_for(lambda: len(self._queue) < self._queue_size or self._stop.is_set())
                 if len(self._queue) >= self._queue_size:
                     self._queue.popleft()
                     self.frames_dropped += 1

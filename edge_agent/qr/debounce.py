@@ -28,9 +28,8 @@ class Debouncer:
         for key in dict.fromkeys(keys):
             last = self._last.get(key)
             returned = last is None or t - last >= self.quiet_s - _EPS
-            held_long = (
-                not returned and self.max_hold_s is not None and t - self._first[key] >= self.max_hold_s - _EPS
-            )
+            hold = self.max_hold_s
+            held_long = not returned and hold is not None and t - self._first[key] >= hold - _EPS
             if returned or held_long:
                 self._first[key] = t
                 new.append(key)
