@@ -1,0 +1,110 @@
+"""Footfall benchmark: count every video in DIR against its sidecar's true crossings.
+
+Each NAME.<ext> needs NAME.json: {"line": [x1, y1, x2, y2], "in": "up"|"down"|"left"|"right",
+"true_in": N, "true_out": N} (line in video pixels). Default settings otherwise. Single-threaded,
+decoding included in ms per frame. The last line printed is one JSON object with the totals.
+
+    .venv/bin/python bench/footfall.py ../shared/data/footfall/caviar_front
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device_configs.footfall import FootfallConfig, LineConfig  # noqa: E402
+from edge_agent.camera.base import Frame  # noqa: E402
+from edge_agent.footfall.counter import MotionCounter  # noqa: E402
+
+VIDEO_EXT = {".mpg", ".mpeg", ".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
+
+
+def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int] | None = None):
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise SystemExit(f"cannot open {path}")
+    W = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    H = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    x1, y1, x2, y2 = side["line"]
+    line = LineConfig(id="door", x1=x1 / W, y1=y1 / H, x2=x2 / W, y2=y2 / H, in_direction=side["in"])
+    cfg = FootfallConfig(camera=path.stem[:64], lines=[line], **overrides)
+    counter = MotionCounter(cfg)
+    n_in = n_out = 0
+    events = []
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        if resize is not None:
+            img = cv2.resize(img, resize, interpolation=cv2.INTER_AREA)
+        for c in counter.process(Frame(img, n / fps, n)):
+            events.append((n, c.direction, c.track))
+        n += 1
+    events += [(n, c.direction, c.track) for c in counter.flush()]
+    elapsed = time.perf_counter() - t0
+    n_in = sum(1 for e in events if e[1] == "in")
+    n_out = sum(1 for e in events if e[1] == "out")
+    return n_in, n_out, n, elapsed, events
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dir", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a FootfallConfig field (JSON value), for tuning experiments")
+    ap.add_argument("--resize", default=None, help="WxH: resize every frame before counting (speed tests)")
+    ap.add_argument("--events", action="store_true", help="print each counted crossing")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    cv2.setNumThreads(args.threads)
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    resize = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
+    tot = dict(videos=0, true_in=0, true_out=0, counted_in=0, counted_out=0, missed=0, extra=0,
+               exact_videos=0)
+    err_in = err_out = 0
+    frames = 0
+    seconds = 0.0
+    videos = sorted(p for p in args.dir.iterdir() if p.suffix.lower() in VIDEO_EXT)
+    for v in videos:
+        sidecar = v.with_suffix(".json")
+        if not sidecar.exists():
+            continue
+        side = json.loads(sidecar.read_text())
+        c_in, c_out, n, el, events = count_video(v, side, overrides, resize)
+        t_in, t_out = side["true_in"], side["true_out"]
+        tot["videos"] += 1
+        tot["true_in"] += t_in
+        tot["true_out"] += t_out
+        tot["counted_in"] += c_in
+        tot["counted_out"] += c_out
+        tot["missed"] += max(0, t_in - c_in) + max(0, t_out - c_out)
+        tot["extra"] += max(0, c_in - t_in) + max(0, c_out - t_out)
+        err_in += abs(c_in - t_in)
+        err_out += abs(c_out - t_out)
+        exact = c_in == t_in and c_out == t_out
+        tot["exact_videos"] += exact
+        frames += n
+        seconds += el
+        print(f"{v.name:40s} in {c_in:3d}/{t_in:<3d} out {c_out:3d}/{t_out:<3d} "
+              f"{'ok ' if exact else 'ERR'} {1000 * el / max(n, 1):6.2f} ms/frame ({n} frames)")
+        if args.events:
+            for e in events:
+                print(f"    frame {e[0]:5d} {e[1]:3s} track {e[2]}")
+    tot["accuracy_in"] = round(1 - err_in / tot["true_in"], 4) if tot["true_in"] else None
+    tot["accuracy_out"] = round(1 - err_out / tot["true_out"], 4) if tot["true_out"] else None
+    tot["ms_per_frame"] = round(1000 * seconds / max(frames, 1), 3)
+    print(json.dumps(tot))
+
+
+if __name__ == "__main__":
+    main()

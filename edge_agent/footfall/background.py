@@ -1,0 +1,130 @@
+"""A background model that survives lights switching on, daylight drift, noise and camera shake.
+
+Why not MOG2: a light switched on changes every pixel at once and MOG2 then reports the whole frame
+as foreground for seconds. Here each frame is first divided by the global per-channel gain that
+best maps the background onto it (a median of ratios, so people covering part of the frame do not
+bias it), which absorbs lights and drift. Comparing each pixel with the darkest and brightest
+background value in its 3x3 neighbourhood makes a one-pixel shake invisible, and the threshold
+follows the measured noise level, so sensor noise and compression blocks do not become people.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+U8 = npt.NDArray[np.uint8]
+F32 = npt.NDArray[np.float32]
+
+_KERNEL = np.ones((3, 3), np.uint8)
+_NEAR = np.ones((5, 5), np.uint8)
+
+
+class BackgroundModel:
+    def __init__(
+        self,
+        *,
+        learning_rate: float = 0.02,
+        threshold: float = 18.0,
+        noise_factor: float = 4.0,
+        relearn_fraction: float = 0.5,
+        warmup_frames: int = 25,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.threshold = threshold
+        self.noise_factor = noise_factor
+        self.relearn_fraction = relearn_fraction
+        self.warmup_frames = warmup_frames
+        self._bg: F32 | None = None
+        self._frames = 0
+        self._noise = 2.0
+        self._prev: F32 | None = None
+        self.relearned = 0  # how many times a sudden global change forced a relearn (a health figure)
+
+    def reset(self) -> None:
+        self._bg = None
+        self._frames = 0
+
+    @property
+    def background(self) -> F32 | None:
+        return self._bg
+
+    def apply(self, image: U8, roi: U8 | None = None) -> U8:
+        """Foreground mask (0/255) of a BGR image; ``roi`` (0/255) limits where people can be."""
+        frame = image.astype(np.float32)
+        self._frames += 1
+        if self._bg is None or self._bg.shape != frame.shape:
+            self._bg = frame.copy()
+            self._prev = None
+            return np.zeros(image.shape[:2], np.uint8)
+        bg = self._bg
+        gain = self._gain(frame, bg)
+        frame /= gain
+        lo = cv2.erode(bg, _KERNEL)
+        hi = cv2.dilate(bg, _KERNEL)
+        diff = np.maximum(frame - hi, lo - frame).max(axis=2)
+        self._track_noise(np.abs(frame - bg).max(axis=2))
+        thr = max(self.threshold, self.noise_factor * self._noise)
+        fg = diff > thr
+        fg &= ~self._shadow(frame, bg)
+        if roi is not None:
+            fg &= roi > 0
+        area = float(roi.sum() / 255) if roi is not None else float(fg.size)
+        # Nearly everything changed at once and the gain did not explain it (e.g. one bank of lights,
+        # or the camera was moved): start over rather than report a crowd.
+        if area > 0 and fg.sum() > self.relearn_fraction * area:
+            self._bg = frame
+            self._frames = 0
+            self.relearned += 1
+            return np.zeros(image.shape[:2], np.uint8)
+        rate = self.learning_rate if self._frames > self.warmup_frames else max(self.learning_rate, 0.1)
+        fg8 = fg.astype(np.uint8) * 255
+        self._update(frame, fg8, rate)
+        return fg8
+
+    def _update(self, frame: F32, fg8: U8, rate: float) -> None:
+        """Learn where nothing is; near foreground learn only what stands still.
+
+        The thresholded mask misses a person's faint edges, so learning right next to it would smear
+        people into the background and leave ghosts behind them. What is foreground but no longer
+        moves (a ghost, a parked trolley, someone who stopped) is learned 4x slower: it fades out in
+        seconds, long enough that a person pausing on the door mat keeps their track.
+        """
+        assert self._bg is not None
+        near = cv2.dilate(fg8, _NEAR) > 0
+        if self._prev is None:
+            moving = near
+        else:
+            moving = cv2.dilate(
+                (np.abs(frame - self._prev).max(axis=2) > self.threshold).astype(np.uint8), _KERNEL
+            ) > 0
+        self._prev = frame
+        w = np.full(fg8.shape, rate, np.float32)
+        w[near] = rate / 4.0
+        w[near & moving] = 0.0
+        self._bg += w[..., None] * (frame - self._bg)
+
+    @staticmethod
+    def _gain(frame: F32, bg: F32) -> F32:
+        f = frame[::4, ::4].reshape(-1, 3)
+        b = bg[::4, ::4].reshape(-1, 3)
+        ok = b.min(axis=1) > 8  # ratios of near-black pixels are only noise
+        if ok.sum() < 16:
+            return np.ones(3, np.float32)
+        g = np.median(f[ok] / b[ok], axis=0).astype(np.float32)
+        return np.clip(g, 0.1, 10.0)
+
+    def _track_noise(self, absdiff: F32) -> None:
+        # The median absolute difference is dominated by background pixels; 1.4826 turns it into a sigma.
+        sigma = float(np.median(absdiff[::3, ::3])) * 1.4826
+        self._noise += 0.05 * (sigma - self._noise)
+
+    @staticmethod
+    def _shadow(frame: F32, bg: F32) -> npt.NDArray[np.bool_]:
+        """Darker than the background by a similar factor in every channel: a shadow, not a person."""
+        fs = frame.sum(axis=2) + 1.0
+        bs = bg.sum(axis=2) + 1.0
+        ratio = fs / bs
+        chroma = np.abs(frame / fs[..., None] - bg / bs[..., None]).sum(axis=2)
+        return (ratio > 0.45) & (ratio < 0.92) & (chroma < 0.06)

@@ -1,0 +1,161 @@
+"""The counter: frames in, door-line crossings out. No I/O, so it runs on synthetic frames in tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from device_configs.footfall import FootfallConfig
+from edge_agent.camera.base import Frame
+from edge_agent.footfall import lines as line_logic
+from edge_agent.footfall.background import BackgroundModel
+from edge_agent.footfall.blobs import Detection, clean_mask, find_people
+from edge_agent.footfall.detector import PersonDetector, make_detector
+from edge_agent.footfall.geometry import Line, polygon_mask
+from edge_agent.footfall.sizes import PersonSizeModel
+from edge_agent.footfall.tracker import Track, Tracker
+
+U8 = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    line: str
+    direction: Literal["in", "out"]
+    t: float  # frame time at which the crossing became final
+    track: int
+
+
+class Counter(Protocol):
+    def process(self, frame: Frame) -> list[Crossing]: ...
+
+    def flush(self) -> list[Crossing]:
+        """End of stream: settle every pending crossing."""
+        ...
+
+
+class MotionCounter:
+    """Background subtraction + person splitting + tracking + net line crossings."""
+
+    def __init__(self, cfg: FootfallConfig, detector: PersonDetector | None = None) -> None:
+        self.cfg = cfg
+        self._detector = detector if detector is not None else make_detector(cfg.detector)
+        self._bg = BackgroundModel(
+            learning_rate=cfg.bg_learning_rate, threshold=cfg.fg_threshold,
+            noise_factor=cfg.noise_factor, relearn_fraction=cfg.relearn_fraction,
+        )
+        self._tracker = Tracker(max_missed_s=cfg.max_missed_s)
+        self._shape: tuple[int, int] | None = None  # working (w, h)
+        self._frames = 0
+        self.tracks: list[Track] = []
+        self.last_detections: list[Detection] = []
+
+    def reconfigure(self, cfg: FootfallConfig) -> None:
+        """Apply a new config; the background is kept unless the analysis size changes."""
+        old = self.cfg
+        self.cfg = cfg
+        if cfg.work_width != old.work_width:
+            self._shape = None
+            self._bg.reset()
+        elif self._shape is not None:
+            self._setup(*self._shape)
+        if cfg.detector != old.detector:
+            self._detector = make_detector(cfg.detector)
+
+    def _setup(self, w: int, h: int) -> None:
+        cfg = self.cfg
+        self._shape = (w, h)
+        self.lines = [Line.from_config(lc, w, h) for lc in cfg.lines]
+        prior = cfg.person_height * h
+        if not hasattr(self, "sizes") or self.sizes.prior_height != prior:
+            self.sizes = PersonSizeModel(
+                prior_height=prior, prior_aspect=cfg.person_aspect, learn=cfg.learn_sizes
+            )
+        if cfg.zone is not None:
+            zone = polygon_mask(list(cfg.zone), w, h)
+        else:
+            zone = np.zeros((h, w), np.uint8)
+            m = cfg.zone_margin * prior
+            xs = [p for ln in self.lines for p in (ln.ax, ln.bx)]
+            ys = [p for ln in self.lines for p in (ln.ay, ln.by)]
+            x0, x1 = int(max(0, min(xs) - m)), int(min(w, max(xs) + m + 1))
+            y0, y1 = int(max(0, min(ys) - m)), int(min(h, max(ys) + m + 1))
+            zone[y0:y1, x0:x1] = 255
+        ys_nz, xs_nz = np.nonzero(zone)
+        # Work on the zone's bounding box only: most of a door camera's frame is irrelevant.
+        self._crop = (int(xs_nz.min()), int(ys_nz.min()), int(xs_nz.max()) + 1, int(ys_nz.max()) + 1)
+        x0, y0, x1, y1 = self._crop
+        self._zone = np.ascontiguousarray(zone[y0:y1, x0:x1])
+
+    def _prepare(self, image: U8) -> U8:
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        H, W = image.shape[:2]
+        w = min(self.cfg.work_width, W)
+        h = max(1, round(H * w / W))
+        if self._shape != (w, h):
+            self._setup(w, h)
+            self._bg.reset()
+        self._scale = W / w
+        if (w, h) != (W, H):
+            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        return image
+
+    def process(self, frame: Frame) -> list[Crossing]:
+        small = self._prepare(frame.image)
+        x0, y0, x1, y1 = self._crop
+        crop = small[y0:y1, x0:x1]
+        mask = self._bg.apply(crop, self._zone)
+        self._frames += 1
+        pw = self.sizes.width(sum(ln.ay + ln.by for ln in self.lines) / (2 * len(self.lines)))
+        mask = clean_mask(mask, pw)
+        dets = find_people(mask, self.sizes, min_blob=self.cfg.min_blob, offset=(x0, y0))
+        if self._detector is not None and self._frames % self.cfg.detector.every_n_frames == 0:
+            found = self._detector.detect(small)
+            if found is not None:
+                dets = found
+        self.last_detections = dets
+        alive, ended = self._tracker.update(dets, frame.t)
+        self.tracks = alive
+        out: list[Crossing] = []
+        for tr in alive:
+            out += self._step(tr, frame.t)
+        for tr in ended:
+            out += self._finish(tr, frame.t)
+        return out
+
+    def _bands(self, tr: Track) -> tuple[float, float]:
+        ph = self.sizes.height(tr.y)
+        return self.cfg.hysteresis * ph, self.cfg.commit_distance * ph
+
+    def _step(self, tr: Track, t: float) -> list[Crossing]:
+        out: list[Crossing] = []
+        band, commit = self._bands(tr)
+        for ln in self.lines:
+            d = line_logic.step(tr, ln, band, commit)
+            if d and tr.hits >= self._tracker.min_hits:
+                out.append(Crossing(ln.id, "in" if d > 0 else "out", t, tr.id))
+        return out
+
+    def _finish(self, tr: Track, t: float) -> list[Crossing]:
+        out: list[Crossing] = []
+        if tr.hits < self._tracker.min_hits:
+            return out
+        for ln in self.lines:
+            d = line_logic.finish(tr, ln)
+            if d:
+                out.append(Crossing(ln.id, "in" if d > 0 else "out", t, tr.id))
+        return out
+
+    def flush(self) -> list[Crossing]:
+        t = max((tr.t for tr in self._tracker.tracks), default=0.0)
+        out: list[Crossing] = []
+        for tr in self._tracker.tracks:
+            out += self._finish(tr, t)
+        self._tracker.tracks = []
+        self.tracks = []
+        return out

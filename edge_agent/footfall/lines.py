@@ -1,0 +1,53 @@
+"""Net crossings of one track over one line, with a dead band and a commit distance.
+
+A track is counted when it ends up on the other side of the line from where it was last counted,
+and only once that is certain: it has gone ``commit`` pixels past the line or the track ended.
+Someone who steps over the threshold and turns back (a U-turn, a person lingering on the door mat)
+therefore counts nothing, while someone who leaves and comes back later counts out and in.
+"""
+
+from __future__ import annotations
+
+from edge_agent.footfall.geometry import Line
+from edge_agent.footfall.tracker import LineState, Track
+
+# Crossing the line's axis beyond its endpoints (walking round the end) is not a crossing; a little
+# slack keeps people who clip the door frame.
+_SEGMENT_SLACK = 0.1
+
+
+def _sign(v: float) -> int:
+    return (v > 0) - (v < 0)
+
+
+def step(track: Track, line: Line, band: float, commit: float) -> int:
+    """Update the track's state for ``line``; +1 / -1 when an in / out crossing is now final."""
+    s = line.signed_distance(track.x, track.y)
+    st = track.lines.get(line.id)
+    if st is None:
+        st = LineState(origin=_sign(s), side=_sign(s) if abs(s) > band else 0, last_sign=_sign(s))
+        track.lines[line.id] = st
+        return 0
+    sign = _sign(s)
+    if sign != 0 and sign != st.last_sign:
+        st.flip_ok = -_SEGMENT_SLACK <= line.along(track.x, track.y) <= 1 + _SEGMENT_SLACK
+        st.last_sign = sign
+    if abs(s) > band and sign != st.side:
+        st.side = sign
+        if not st.flip_ok:  # went round the end of the segment: new baseline, nothing to count
+            st.origin = sign
+    if st.origin == 0 and st.side != 0:
+        st.origin = st.side
+    if st.side != 0 and st.side != st.origin and abs(s) >= commit:
+        st.origin = st.side
+        return st.side
+    return 0
+
+
+def finish(track: Track, line: Line) -> int:
+    """The track ended: its pending crossing, if any, is final."""
+    st = track.lines.get(line.id)
+    if st is None or st.side == 0 or st.side == st.origin:
+        return 0
+    st.origin = st.side
+    return st.side

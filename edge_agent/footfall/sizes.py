@@ -1,0 +1,59 @@
+"""How tall one person is at each image row, learned from the people the camera sees.
+
+Perspective makes a person near the camera taller than one far away, roughly linearly in the
+image row of the feet. The model keeps recent (feet row, height) pairs of blobs shaped like one
+upright person and fits height = a + b * row with the worst quarter of residuals trimmed, so
+pairs and groups (wider than one person) and fragments (shorter) do not drag it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+
+class PersonSizeModel:
+    def __init__(
+        self, *, prior_height: float, prior_aspect: float, learn: bool = True, capacity: int = 400
+    ) -> None:
+        self.prior_height = prior_height
+        self.aspect = prior_aspect
+        self.learn = learn
+        self._samples: deque[tuple[float, float, float]] = deque(maxlen=capacity)
+        self._a = prior_height
+        self._b = 0.0
+        self._since_fit = 0
+
+    def height(self, feet_y: float) -> float:
+        h = self._a + self._b * feet_y
+        # Never trust an extrapolation far from the prior: clamp to a factor of 2.5 either way.
+        return float(np.clip(h, self.prior_height / 2.5, self.prior_height * 2.5))
+
+    def width(self, feet_y: float) -> float:
+        return self.height(feet_y) * self.aspect
+
+    def observe(self, feet_y: float, height: float, width: float) -> None:
+        """Feed a blob that looks like one upright person (the caller checks its shape)."""
+        if not self.learn:
+            return
+        self._samples.append((feet_y, height, width))
+        self._since_fit += 1
+        if len(self._samples) >= 30 and self._since_fit >= 10:
+            self._fit()
+            self._since_fit = 0
+
+    def _fit(self) -> None:
+        s = np.array(self._samples, np.float64)
+        y, h, w = s[:, 0], s[:, 1], s[:, 2]
+        keep = np.ones(len(s), bool)
+        for _ in range(2):
+            if np.ptp(y[keep]) > 0.5 * np.median(h[keep]):
+                b, a = np.polyfit(y[keep], h[keep], 1)
+                b = max(b, 0.0)  # people do not grow smaller towards the camera
+            else:  # all seen at about one row: a constant height
+                b, a = 0.0, float(np.median(h[keep]))
+            resid = np.abs(h - (a + b * y))
+            keep = resid <= np.quantile(resid, 0.75)
+        self._a, self._b = float(a), float(b)
+        self.aspect = float(np.clip(np.median(w[keep] / h[keep]), 0.2, 0.9))
