@@ -174,7 +174,7 @@ class FrameGrabber:
                     self._set_status("ended")
                     self._cond.notify_all()
                 return True
-            if self._min_interval and last_t is not None and frame.t - last_t < self._min_interval:
+            if self._min_interval and last_t is not None and frame.t - last_t < self._min_interval - 1e-9:
                 self.frames_skipped += 1
                 continue
             last_t = frame.t
