@@ -373,7 +373,8 @@ class SqliteOutbox:
             free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
             total = int(c.execute("PRAGMA page_count").fetchone()[0])
             if free > 256 and free * 4 > total:
-                c.execute(f"PRAGMA incremental_vacuum({int(max_pages)})").fetchall()
+                # executescript steps the pragma to completion; execute() frees a single page.
+                c.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
                 free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
             if self._rows == 0 or free == 0:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -1,0 +1,169 @@
+"""End-to-end sync throughput: a pre-filled outbox -> mosquitto -> ingest -> central store.
+
+    python bench/sync_throughput.py [--store sqlite|POSTGRESQL_URL] [--events N]
+
+Starts its own mosquitto on a free port, an ingest process and a drain process (the agent's uplink
+on the pre-filled outbox), all on this machine, and times from the drain's start until the last
+event is in the central store. Last line: one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+
+from edge_agent.outbox import SqliteOutbox  # noqa: E402
+from harness.broker import Mosquitto  # noqa: E402
+from sync.ids import uuid7  # noqa: E402
+
+
+def prefill(path: Path, n: int, store: str, device: str) -> float:
+    ob = SqliteOutbox(path, synchronous="NORMAL")
+    t0 = time.perf_counter()
+    seq = ob.next_seq
+    chunk = 50_000
+    ts = time.time()
+    iso = datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    for start in range(0, n, chunk):
+        rows = []
+        for i in range(start, min(n, start + chunk)):
+            body = orjson.dumps(
+                {
+                    "id": str(uuid7()),
+                    "store": store,
+                    "device": device,
+                    "seq": seq,
+                    "ts": iso,
+                    "kind": "scan",
+                    "payload": {
+                        "camera": "till-1",
+                        "code_kind": "product",
+                        "text": f"https://shop.example/p/{i:08d}",
+                        "fields": {"sku": f"{i:08d}"},
+                    },
+                }
+            )
+            rows.append(("scan", ts, body))
+            seq += 1
+        ob.append_bodies(rows)
+    ob.close()
+    return time.perf_counter() - t0
+
+
+def central_count(url: str) -> tuple[int, int]:
+    """(rows, distinct ids) across the event tables."""
+    from sync.central.stores import open_central_store
+
+    store = open_central_store(url)
+    try:
+        keys = store.event_keys()
+        return len(keys), len({k.id for k in keys})
+    finally:
+        store.close()
+
+
+def count_rows(url: str) -> int:
+    from sync.central.stores import open_central_store
+
+    store = open_central_store(url)
+    try:
+        return store.count_events()
+    finally:
+        store.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", default="sqlite", help="'sqlite' or a postgresql:// URL")
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--workers", type=int, default=1, help="ingest workers on one shared subscription")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="omni-bench-"))
+    pg_admin = None
+    if args.store == "sqlite":
+        url = str(tmp / "central.db")
+        backend = "sqlite"
+    else:
+        import psycopg
+
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        pg_admin = psycopg.connect(args.store, autocommit=True)
+        pg_admin.execute(f'CREATE SCHEMA "{schema}"')
+        sep = "&" if "?" in args.store else "?"
+        url = f"{args.store}{sep}options=-csearch_path%3D{schema}"
+        backend = "postgresql"
+
+    broker = Mosquitto(tmp / "mq", persistence=False)
+    broker.start()
+    ingests: list[subprocess.Popen[bytes]] = []
+    try:
+        print(f"pre-filling outbox with {args.events:,} events ...", flush=True)
+        fill_s = prefill(tmp / "outbox.db", args.events, "bench", "d1")
+        print(f"  {fill_s:.1f}s ({args.events / fill_s:,.0f} events/s appended)", flush=True)
+        # Create the schema once before several workers race to.
+        count_rows(url)
+        for w in range(args.workers):
+            ingests.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sync.central", "--log-level", "WARNING", "ingest",
+                     "--store", url, "--broker", f"127.0.0.1:{broker.port}", "--client-id", f"bench-ingest-{w}"],
+                    cwd=ROOT,
+                )
+            )
+        time.sleep(1.5)  # let the ingest connect and subscribe
+        t0 = time.perf_counter()
+        drain = subprocess.run(
+            [sys.executable, "-m", "harness.drain", "--outbox", str(tmp / "outbox.db"), "--port", str(broker.port)],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )
+        elapsed = time.perf_counter() - t0
+        if drain.returncode != 0:
+            print(drain.stderr[-3000:], file=sys.stderr)
+        d = json.loads(drain.stdout.strip().splitlines()[-1])
+        rows, distinct = central_count(url)
+        eps = args.events / d["seconds"]
+        print(f"drain: {d['seconds']:.2f}s for {args.events:,} events -> {eps:,.0f} events/s end to end")
+        print(f"  (process wall time incl. start-up {elapsed:.2f}s); resends {d['resends']}")
+        print(f"agent peak RSS {d['peak_rss_mb']} MB")
+        print(f"outbox on disk {d['outbox_bytes_before'] / 1e6:.0f} MB before, {d['outbox_bytes_after'] / 1e6:.1f} MB after")
+        print(f"central: {rows:,} rows, {distinct:,} distinct ids")
+        result = {
+            "backend": backend,
+            "events": args.events,
+            "events_per_s": round(eps),
+            "drain_1m_s": round(d["seconds"] * 1_000_000 / args.events, 2),
+            "agent_peak_rss_mb": d["peak_rss_mb"],
+            "outbox_mb_before": round(d["outbox_bytes_before"] / 1e6, 1),
+            "outbox_mb_after": round(d["outbox_bytes_after"] / 1e6, 1),
+            "workers": args.workers,
+            "lost": args.events - distinct,
+            "duplicated": rows - distinct,
+        }
+        print(json.dumps(result))
+        return 0
+    finally:
+        for p in ingests:
+            p.terminate()
+        for p in ingests:
+            p.wait(10)
+        broker.stop()
+        if pg_admin is not None:
+            pg_admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            pg_admin.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
