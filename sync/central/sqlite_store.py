@@ -1,0 +1,361 @@
+"""Embedded central store on SQLite (the default when no PostgreSQL URL is configured).
+
+Durability: WAL with ``synchronous=FULL``. The ingest acknowledges a batch to the device only after
+``write`` returns, and the device then deletes the events; with ``NORMAL`` a power cut could undo
+the last commits *after* their ack, i.e. lose events for good. One write call is one transaction
+(the ingest passes whole MQTT batches), so the fsync per commit is paid once per ~100 events and
+costs little (see docs/central_store.md for the figures).
+
+Timestamps are stored as ISO 8601 text in UTC, as orjson writes it: ``2024-05-01T10:00:00+00:00``
+or, with a fraction, ``2024-05-01T10:00:00.123000+00:00``. Readable, sortable as text ('+' sorts
+before '.', so a whole second sorts before the same second with a fraction), and the hour/day
+buckets of the report queries are plain prefixes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import orjson
+import sqlite_utils
+
+from sync.central.store import DEAD_LETTER_MAX_BYTES, DeadLetter, EventKey, StoredEvent
+from sync.central.stores import (
+    BOOL_COLUMNS,
+    DATETIME_COLUMNS,
+    JSON_COLUMNS,
+    TABLE_OF_KIND,
+    kind_columns,
+)
+
+Synchronous = Literal["FULL", "NORMAL"]
+
+_ENVELOPE_TYPES: dict[str, type] = {"event_id": str, "store": str, "device": str, "seq": int, "ts": str}
+_PAYLOAD_TYPES: dict[str, dict[str, type]] = {
+    "scan": {
+        "camera": str,
+        "code_kind": str,
+        "rule": str,
+        "symbology": str,
+        "text": str,
+        "data_b64": str,
+        "truncated": int,
+        "pseudonymised": int,
+        "fields": str,
+    },
+    "footfall": {
+        "camera": str,
+        "line": str,
+        "window_start": str,
+        "window_s": float,
+        "in_count": int,
+        "out_count": int,
+        "covered": int,
+        "seconds_live": float,
+        "frames_processed": int,
+        "frames_dropped": int,
+    },
+    "health": {"status": str, "component": str, "message": str, "metrics": str},
+}
+_NULLABLE: Final = frozenset({"rule", "text", "data_b64"})
+
+
+def _create_event_table(db: sqlite_utils.Database, kind: str) -> None:
+    table = TABLE_OF_KIND[kind]
+    columns = {**_ENVELOPE_TYPES, **_PAYLOAD_TYPES[kind], "received_at": str}
+    db.create_table(table, columns, not_null=[c for c in columns if c not in _NULLABLE])
+    # A rowid table with a UNIQUE index on the id: measured 81k vs 43k events/s for WITHOUT ROWID.
+    db.table(table).create_index(["event_id"], index_name=f"{table}_event_id", unique=True)
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    for kind in TABLE_OF_KIND:
+        _create_event_table(db, kind)
+    db.create_table(
+        "dead_letters",
+        {
+            "id": int,
+            "received_at": str,
+            "topic": str,
+            "reason": str,
+            "payload": bytes,
+            "size": int,
+            "sha256": str,
+        },
+        pk="id",
+        not_null=["received_at", "topic", "reason", "payload", "size", "sha256"],
+    )
+
+
+# Integer schema versions, applied in order; never edit a released one, append a new one.
+MIGRATIONS: Final[tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...]] = ((1, _migration_1),)
+SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
+
+
+def _utc_iso(value: datetime) -> str:
+    """UTC ISO 8601 text; naive datetimes are refused rather than guessed.
+
+    orjson's RFC 3339 writer costs a third of ``isoformat()`` (measured 0.36 vs 0.92 us), and the
+    ingest hands over UTC times, so the conversion runs only for other offsets.
+    """
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: the central store only takes timezone-aware times")
+    text = orjson.dumps(value)[1:-1].decode()
+    if not text.endswith("+00:00"):
+        text = orjson.dumps(value.astimezone(UTC))[1:-1].decode()
+    return text
+
+
+def _json(value: dict[str, Any]) -> str:
+    return orjson.dumps(value).decode() if value else "{}"
+
+
+def _scan_row(e: StoredEvent, received_at: str) -> tuple[Any, ...]:
+    p = e["payload"]
+    return (
+        e["id"],
+        e["store"],
+        e["device"],
+        e["seq"],
+        _utc_iso(e["ts"]),
+        p["camera"],
+        p["code_kind"],
+        p.get("rule"),
+        p.get("symbology", "QRCode"),
+        p.get("text"),
+        p.get("data_b64"),
+        p.get("truncated", False),
+        p.get("pseudonymised", False),
+        _json(p.get("fields") or {}),
+        received_at,
+    )
+
+
+def _footfall_row(e: StoredEvent, received_at: str) -> tuple[Any, ...]:
+    p = e["payload"]
+    return (
+        e["id"],
+        e["store"],
+        e["device"],
+        e["seq"],
+        _utc_iso(e["ts"]),
+        p["camera"],
+        p["line"],
+        _utc_iso(p["window_start"]),
+        p["window_s"],
+        p["in_count"],
+        p["out_count"],
+        p["covered"],
+        p["seconds_live"],
+        p["frames_processed"],
+        p["frames_dropped"],
+        received_at,
+    )
+
+
+def _health_row(e: StoredEvent, received_at: str) -> tuple[Any, ...]:
+    p = e["payload"]
+    return (
+        e["id"],
+        e["store"],
+        e["device"],
+        e["seq"],
+        _utc_iso(e["ts"]),
+        p["status"],
+        p.get("component", "agent"),
+        p.get("message", ""),
+        _json(p.get("metrics") or {}),
+        received_at,
+    )
+
+
+_ROW_BUILDERS: Final = {"scan": _scan_row, "footfall": _footfall_row, "health": _health_row}
+
+
+def _insert_sql(kind: str) -> str:
+    columns = (*kind_columns(kind), "received_at")
+    return (
+        f"INSERT OR IGNORE INTO {TABLE_OF_KIND[kind]} ({', '.join(columns)}) "  # noqa: S608 - identifiers come from the fixed layout, never from input
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
+
+
+_INSERT_SQL: Final = {kind: _insert_sql(kind) for kind in TABLE_OF_KIND}
+_INSERT_DEAD_SQL: Final = (
+    "INSERT INTO dead_letters (received_at, topic, reason, payload, size, sha256) VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+class SqliteCentralStore:
+    """The CentralStore protocol on one SQLite file (see the module docstring for durability).
+
+    Safe to share between threads: every call takes the store's lock.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        # Legacy transaction control (what sqlite-utils requires); transactions are explicit below.
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._db = sqlite_utils.Database(self._conn, execute_plugins=False)
+        self.migrate()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply pending migrations (each in its own transaction); return the schema version.
+
+        Running it again is a no-op: applied versions are recorded in ``schema_version``.
+        """
+        with self._lock:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            self._conn.commit()
+            for version, migration in MIGRATIONS:
+                # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same
+                # file cannot both see version N-1 and both apply N.
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    applied = self._conn.execute(
+                        "SELECT 1 FROM schema_version WHERE version = ?", (version,)
+                    ).fetchone()
+                    if applied is None:
+                        migration(self._db)
+                        self._conn.execute(
+                            "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                            (version, _utc_iso(datetime.now(UTC))),
+                        )
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+                self._conn.commit()
+            return self._schema_version()
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._schema_version()
+
+    def _schema_version(self) -> int:
+        row = self._conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        return int(row[0])
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def write(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> int:
+        """Store events and dead letters in one transaction; return how many events were new."""
+        received_at = _utc_iso(datetime.now(UTC))
+        by_kind: dict[str, list[tuple[Any, ...]]] = {}
+        for e in events:
+            kind = e["kind"]
+            try:
+                build = _ROW_BUILDERS[kind]
+            except KeyError:
+                raise ValueError(f"unknown event kind {kind!r}") from None
+            by_kind.setdefault(kind, []).append(build(e, received_at))
+        dead_rows = [
+            (_utc_iso(d.received_at), d.topic, d.reason, d.payload[:DEAD_LETTER_MAX_BYTES], d.size, d.sha256)
+            for d in dead
+        ]
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                before = conn.total_changes
+                for kind, rows in by_kind.items():
+                    conn.executemany(_INSERT_SQL[kind], rows)
+                new = conn.total_changes - before
+                if dead_rows:
+                    conn.executemany(_INSERT_DEAD_SQL, dead_rows)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return new
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def event_keys(self) -> list[EventKey]:
+        sql = " UNION ALL ".join(
+            f"SELECT event_id, store, device, seq, '{kind}' FROM {table}"  # noqa: S608 - identifiers come from the fixed layout, never from input
+            for kind, table in TABLE_OF_KIND.items()
+        )
+        with self._lock:
+            return [EventKey(*row) for row in self._conn.execute(sql)]
+
+    def count_events(self) -> int:
+        sql = "SELECT " + " + ".join(f"(SELECT count(*) FROM {t})" for t in TABLE_OF_KIND.values())  # noqa: S608 - identifiers come from the fixed layout, never from input
+        with self._lock:
+            return int(self._conn.execute(sql).fetchone()[0])
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT received_at, topic, reason, payload, size, sha256 FROM dead_letters ORDER BY id"
+            ).fetchall()
+        return [
+            DeadLetter(datetime.fromisoformat(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows
+        ]
+
+    def footfall_per_store_hour(self) -> list[tuple[str, datetime, int, int, int, int]]:
+        # window_start is fixed-width UTC text, so its first 13 characters are the UTC hour.
+        sql = """
+            SELECT store, substr(window_start, 1, 13) AS hour,
+                   sum(in_count), sum(out_count), sum(covered), count(*) - sum(covered)
+            FROM footfall_windows GROUP BY store, hour ORDER BY store, hour
+        """
+        with self._lock:
+            rows = self._conn.execute(sql).fetchall()
+        return [
+            (store, datetime.fromisoformat(f"{hour}:00:00+00:00"), int(i), int(o), int(c), int(u))
+            for store, hour, i, o, c, u in rows
+        ]
+
+    def scans_per_kind_store_day(self) -> list[tuple[str, str, str, int]]:
+        sql = """
+            SELECT store, substr(ts, 1, 10) AS day, code_kind, count(*)
+            FROM scans GROUP BY store, day, code_kind ORDER BY store, day, code_kind
+        """
+        with self._lock:
+            return [(s, d, k, int(n)) for s, d, k, n in self._conn.execute(sql)]
+
+    def rows(self, kind: str) -> list[dict[str, Any]]:
+        """Every stored row of one event kind, decoded to Python types, for tests and tools.
+
+        Keys are the table's columns (``event_id``, envelope, payload fields, ``received_at``);
+        datetimes come back timezone-aware UTC, JSON columns as dicts, flags as bools. Ordered by
+        (store, device, seq, event_id). Not for the hot path: it reads the whole table.
+        """
+        columns = (*kind_columns(kind), "received_at")
+        sql = (
+            f"SELECT {', '.join(columns)} FROM {TABLE_OF_KIND[kind]} "  # noqa: S608 - identifiers come from the fixed layout, never from input
+            "ORDER BY store, device, seq, event_id"
+        )
+        with self._lock:
+            raw = self._conn.execute(sql).fetchall()
+        return [_decode_row(dict(zip(columns, r, strict=True))) for r in raw]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    for column, value in row.items():
+        if value is None:
+            continue
+        if column in DATETIME_COLUMNS:
+            row[column] = datetime.fromisoformat(value)
+        elif column in BOOL_COLUMNS:
+            row[column] = bool(value)
+        elif column in JSON_COLUMNS:
+            row[column] = orjson.loads(value)
+    return row
