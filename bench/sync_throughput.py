@@ -118,16 +118,39 @@ def main() -> int:
         for w in range(args.workers):
             ingests.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "sync.central", "--log-level", "WARNING", "ingest",
-                     "--store", url, "--broker", f"127.0.0.1:{broker.port}", "--client-id", f"bench-ingest-{w}"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "sync.central",
+                        "--log-level",
+                        "WARNING",
+                        "ingest",
+                        "--store",
+                        url,
+                        "--broker",
+                        f"127.0.0.1:{broker.port}",
+                        "--client-id",
+                        f"bench-ingest-{w}",
+                    ],
                     cwd=ROOT,
                 )
             )
         time.sleep(1.5)  # let the ingest connect and subscribe
         t0 = time.perf_counter()
         drain = subprocess.run(
-            [sys.executable, "-m", "harness.drain", "--outbox", str(tmp / "outbox.db"), "--port", str(broker.port)],
-            cwd=ROOT, capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "harness.drain",
+                "--outbox",
+                str(tmp / "outbox.db"),
+                "--port",
+                str(broker.port),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         elapsed = time.perf_counter() - t0
         if drain.returncode != 0:
@@ -138,7 +161,10 @@ def main() -> int:
         print(f"drain: {d['seconds']:.2f}s for {args.events:,} events -> {eps:,.0f} events/s end to end")
         print(f"  (process wall time incl. start-up {elapsed:.2f}s); resends {d['resends']}")
         print(f"agent peak RSS {d['peak_rss_mb']} MB")
-        print(f"outbox on disk {d['outbox_bytes_before'] / 1e6:.0f} MB before, {d['outbox_bytes_after'] / 1e6:.1f} MB after")
+        print(
+            f"outbox on disk {d['outbox_bytes_before'] / 1e6:.0f} MB before, "
+            f"{d['outbox_bytes_after'] / 1e6:.1f} MB after"
+        )
         print(f"central: {rows:,} rows, {distinct:,} distinct ids")
         result = {
             "backend": backend,

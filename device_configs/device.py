@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from device_configs.base import StrictModel
+from device_configs.camera import CameraConfig
+from device_configs.qr import QrConfig
 
 SCHEMA_VERSION = 1
 
@@ -94,7 +96,7 @@ class OutboxSettings(StrictModel):
     )
 
 
-class SimulatedSource(StrictModel):
+class SimulatedEvents(StrictModel):
     """A synthetic event source, for demos, tests and fleet simulation."""
 
     id: Ident
@@ -126,6 +128,30 @@ class DeviceConfig(StrictModel):
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker connection.")
     sync: SyncSettings = Field(default_factory=SyncSettings, description="Uplink behaviour.")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Local buffer.")
-    simulated_sources: list[SimulatedSource] = Field(
+    simulated_sources: list[SimulatedEvents] = Field(
         default_factory=list, max_length=16, description="Synthetic event sources."
     )
+    cameras: list[CameraConfig] = Field(default_factory=list, max_length=16, description="Cameras.")
+    qr: list[QrConfig] = Field(
+        default_factory=list, max_length=16, description="QR readers, each on one of the cameras."
+    )
+
+    @model_validator(mode="after")
+    def _check_references(self) -> DeviceConfig:
+        _unique("cameras", [c.id for c in self.cameras])
+        _unique("simulated_sources", [s.id for s in self.simulated_sources])
+        _unique("qr", [q.camera for q in self.qr])
+        _known_cameras("qr", [q.camera for q in self.qr], {c.id for c in self.cameras})
+        return self
+
+
+def _unique(where: str, ids: list[str]) -> None:
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ValueError(f"{where}: duplicate id(s) {', '.join(dupes)}")
+
+
+def _known_cameras(where: str, refs: list[str], cameras: set[str]) -> None:
+    unknown = sorted(set(refs) - cameras)
+    if unknown:
+        raise ValueError(f"{where}: unknown camera(s) {', '.join(unknown)} (define them under cameras)")

@@ -22,10 +22,7 @@ def read_document(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     try:
-        if path.suffix == ".toml":
-            doc = tomllib.loads(raw.decode())
-        else:
-            doc = json.loads(raw)
+        doc = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
     if not isinstance(doc, dict):

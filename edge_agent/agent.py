@@ -7,23 +7,44 @@ backoff and reported, never taking the process down), and emits a health event e
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from device_configs.device import DeviceConfig
 from edge_agent import __version__
 from edge_agent.events import encode_event
 from edge_agent.outbox import SqliteOutbox
 from edge_agent.pipeline import Pipeline
+from edge_agent.qr.pipeline import build_qr_pipeline
 from edge_agent.sim.events import SimulatedEventSource
 from edge_agent.supervisor import Supervisor
 from edge_agent.uplink import Uplink
 from sync.wire import HealthPayload, Payload
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    fingerprint: str
+    build: Callable[[], Pipeline]
+
+
+def fingerprint(*models: BaseModel) -> str:
+    """A stable hash of the settings a pipeline is built from."""
+    h = hashlib.sha256()
+    for m in models:
+        h.update(m.model_dump_json().encode())
+    return h.hexdigest()[:16]
 
 
 class Agent:
@@ -59,8 +80,48 @@ class Agent:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def pipelines(self) -> list[Pipeline]:
-        return [SimulatedEventSource(s, self.cfg.device, self.state_dir) for s in self.cfg.simulated_sources]
+    def pipeline_specs(self, cfg: DeviceConfig) -> list[PipelineSpec]:
+        """What should run under ``cfg``: a name, a fingerprint of its settings, and a builder."""
+        specs = [
+            PipelineSpec(
+                f"sim:{s.id}",
+                fingerprint(s),
+                lambda s=s: SimulatedEventSource(s, cfg.device, self.state_dir),  # type: ignore[misc]
+            )
+            for s in cfg.simulated_sources
+        ]
+        cameras = {c.id: c for c in cfg.cameras}
+        for q in cfg.qr:
+            cam = cameras[q.camera]
+            specs.append(
+                PipelineSpec(
+                    f"qr:{q.camera}",
+                    fingerprint(q, cam),
+                    lambda q=q, cam=cam: build_qr_pipeline(q, cam),  # type: ignore[misc]
+                )
+            )
+        return specs
+
+    def reconcile(self, cfg: DeviceConfig) -> dict[str, list[str]]:
+        """Make the running pipelines match ``cfg``: start new ones, stop removed ones, restart
+        only those whose own settings changed. Returns what was done, by name."""
+        wanted = {spec.name: spec for spec in self.pipeline_specs(cfg)}
+        done: dict[str, list[str]] = {"started": [], "stopped": [], "restarted": [], "unchanged": []}
+        for name in list(self.supervisor.children):
+            if name not in wanted:
+                self.supervisor.stop(name)
+                done["stopped"].append(name)
+        for name, spec in wanted.items():
+            running = self.supervisor.children.get(name)
+            if running is not None and running.fingerprint == spec.fingerprint:
+                done["unchanged"].append(name)
+                continue
+            if running is not None:
+                self.supervisor.stop(name)
+            self.supervisor.start(spec.build(), name=name, fingerprint=spec.fingerprint)
+            done["restarted" if running is not None else "started"].append(name)
+        self.cfg = cfg
+        return done
 
     def start(self) -> None:
         if self.outbox.recovered_from is not None:
@@ -73,11 +134,16 @@ class Agent:
                 )
             )
         self.uplink.start()
-        for p in self.pipelines():
-            self.supervisor.start(p)
+        self.reconcile(self.cfg)
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._heartbeat.start()
-        log.info("agent %s/%s %s started (state in %s)", self.cfg.store, self.cfg.device, __version__, self.state_dir)
+        log.info(
+            "agent %s/%s %s started (state in %s)",
+            self.cfg.store,
+            self.cfg.device,
+            __version__,
+            self.state_dir,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -122,6 +188,8 @@ class Agent:
                 m = self.health()
                 failing = any(k.endswith(".state") and v == "backoff" for k, v in m.items())
                 status = "degraded" if failing or m["outbox_over_capacity"] else "ok"
-                self.emit(HealthPayload(status=status, component="agent", metrics=dict(list(m.items())[:200])))
-            except Exception:  # noqa: BLE001 - a failed heartbeat must not stop the next one
+                self.emit(
+                    HealthPayload(status=status, component="agent", metrics=dict(list(m.items())[:200]))
+                )
+            except Exception:
                 log.exception("heartbeat failed")

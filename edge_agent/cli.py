@@ -44,7 +44,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     cfg = load_device_config(args.config)
     base = Path(args.config).resolve().parent / cfg.state_dir
-    outbox = SqliteOutbox(base / cfg.outbox.path, max_bytes=cfg.outbox.max_bytes, max_rows=cfg.outbox.max_rows)
+    outbox = SqliteOutbox(
+        base / cfg.outbox.path, max_bytes=cfg.outbox.max_bytes, max_rows=cfg.outbox.max_rows
+    )
     st = outbox.stats()
     outbox.close()
     print(

@@ -182,7 +182,7 @@ class SqliteOutbox:
             # A fresh file after corruption (or a deleted outbox): continue above every number
             # that may have been handed out, so no sequence number is ever reused.
             next_seq = max(next_seq, self._reserved + 1)
-        self._next_seq = next_seq
+        self._next_seq = int(next_seq)
         rows, size = c.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         self._rows = int(rows)
         self._bytes = int(size)
@@ -230,7 +230,7 @@ class SqliteOutbox:
                     c.execute("ROLLBACK")
                 self._load_counters_after_rollback()
                 raise OutboxError(f"outbox append failed: {exc}") from exc
-            self._next_seq = next_seq
+            self._next_seq = int(next_seq)
             self._rows += len(keep)
             self._bytes += sum(r[3] for r in keep)
             seqs = [0 if r[0] in refused else r[0] for r in rows]
@@ -295,7 +295,8 @@ class SqliteOutbox:
 
     def _bump_meta(self, key: str, value: int) -> None:
         self._conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
 

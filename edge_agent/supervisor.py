@@ -21,6 +21,7 @@ class Supervised:
     restarts: int = 0
     last_error: str = ""
     state: str = "starting"  # starting | running | backoff | finished | stopped
+    fingerprint: str = ""  # hash of the config the pipeline was built from
     started_at: float = field(default_factory=time.time)
 
 
@@ -31,13 +32,14 @@ class Supervisor:
         self.backoff_max_s = backoff_max_s
         self.children: dict[str, Supervised] = {}
 
-    def start(self, pipeline: Pipeline) -> Supervised:
-        if pipeline.name in self.children:
-            raise ValueError(f"pipeline {pipeline.name!r} is already running")
+    def start(self, pipeline: Pipeline, name: str | None = None, fingerprint: str = "") -> Supervised:
+        name = name or pipeline.name
+        if name in self.children:
+            raise ValueError(f"pipeline {name!r} is already running")
         ctx = PipelineContext(stop=threading.Event(), emit=self.emit)
-        sup = Supervised(pipeline, ctx)
-        sup.thread = threading.Thread(target=self._keep_running, args=(sup,), name=pipeline.name, daemon=True)
-        self.children[pipeline.name] = sup
+        sup = Supervised(pipeline, ctx, fingerprint=fingerprint)
+        sup.thread = threading.Thread(target=self._keep_running, args=(sup,), name=name, daemon=True)
+        self.children[name] = sup
         sup.thread.start()
         return sup
 
@@ -52,7 +54,7 @@ class Supervisor:
                     sup.state = "finished"
                     log.info("pipeline %s finished", sup.pipeline.name)
                 return
-            except Exception as exc:  # noqa: BLE001 - a broken pipeline must not take the agent down
+            except Exception as exc:
                 sup.restarts += 1
                 sup.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 sup.state = "backoff"

@@ -162,7 +162,7 @@ class Uplink:
                 self.idle.set() if not self._inflight and self._cursor >= self.outbox.next_seq - 1 else (
                     self.idle.clear()
                 )
-            except Exception as exc:  # noqa: BLE001 - the uplink must outlive any single failure
+            except Exception as exc:
                 log.exception("uplink error; reconnecting")
                 self._lost(f"{type(exc).__name__}: {exc}")
                 self._stop.wait(self._backoff.next_delay())
@@ -221,7 +221,7 @@ class Uplink:
         if self._client is not None:
             try:
                 self._client.disconnect()
-            except Exception:  # noqa: BLE001 - the socket may already be gone
+            except Exception:
                 log.debug("disconnect after loss failed", exc_info=True)
 
     def _shutdown(self) -> None:
@@ -249,7 +249,7 @@ class Uplink:
                 self.stats.bad_acks += 1
                 log.warning("ignoring malformed ack (%d bytes): %s", len(msg.payload), exc.errors()[:1])
         elif msg.topic == self._config_topic:
-            self._configs.append(msg.payload)
+            self._configs.append(bytes(msg.payload))
 
     # -- the work --------------------------------------------------------------------------
 
@@ -313,7 +313,7 @@ class Uplink:
 
     def _publish(self, bid: str, bodies: list[bytes]) -> bool:
         assert self._client is not None
-        message = self._header % ((bid.encode(),) + self._ids) + b",".join(bodies) + b"]}"
+        message = self._header % (bid.encode(), *self._ids) + b",".join(bodies) + b"]}"
         info = self._client.publish(self._events_topic, message, qos=1)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             # NO_CONN, QUEUE_SIZE (65,535 unacknowledged ids), ...: try again after reconnecting.

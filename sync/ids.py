@@ -13,27 +13,33 @@ import threading
 import time
 import uuid
 
-_lock = threading.Lock()
-_last_ms = 0
-_counter = 0
+
+class _Clock:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_ms = 0
+        self.counter = 0
+
+
+_clock = _Clock()
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
     """Return a new UUIDv7; strictly increasing within this process."""
-    global _last_ms, _counter
-    with _lock:
+    c = _clock
+    with c.lock:
         ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        if ms <= _last_ms:
+        if ms <= c.last_ms:
             # Same millisecond (or the wall clock stepped back): keep order by counting on.
-            _counter += 1
-            if _counter > 0xFFF:
-                _last_ms += 1
-                _counter = 0
-            ms = _last_ms
+            c.counter += 1
+            if c.counter > 0xFFF:
+                c.last_ms += 1
+                c.counter = 0
+            ms = c.last_ms
         else:
-            _last_ms = ms
-            _counter = 0
-        counter = _counter
+            c.last_ms = ms
+            c.counter = 0
+        counter = c.counter
     rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
     return uuid.UUID(int=value)

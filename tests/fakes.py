@@ -35,7 +35,9 @@ class MemoryCentralStore:
 
     def event_keys(self) -> list[EventKey]:
         with self._lock:
-            return [EventKey(e["id"], e["store"], e["device"], e["seq"], e["kind"]) for e in self.events.values()]
+            return [
+                EventKey(e["id"], e["store"], e["device"], e["seq"], e["kind"]) for e in self.events.values()
+            ]
 
     def count_events(self) -> int:
         return len(self.events)

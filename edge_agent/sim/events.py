@@ -14,15 +14,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from device_configs.device import SimulatedSource
+from device_configs.device import SimulatedEvents
 from edge_agent.pipeline import PipelineContext
-from sync.wire import FootfallPayload, ScanPayload
+from sync.wire import CodeKind, FootfallPayload, ScanPayload
 
-KINDS = ("product", "coupon", "member", "other")
+KINDS: tuple[CodeKind, ...] = ("product", "coupon", "member", "other")
 
 
 class SimulatedEventSource:
-    def __init__(self, cfg: SimulatedSource, device: str, base_dir: Path) -> None:
+    def __init__(self, cfg: SimulatedEvents, device: str, base_dir: Path) -> None:
         self.cfg = cfg
         self.name = f"sim:{cfg.id}"
         self.device = device
@@ -59,7 +59,7 @@ class SimulatedEventSource:
                     ctx.emit(
                         ScanPayload(
                             camera=self.cfg.id,
-                            code_kind=kind,  # type: ignore[arg-type]
+                            code_kind=kind,
                             text=f"sim:{self.device}:{self.cfg.id}:{n}",
                             fields={"n": str(n)},
                         )

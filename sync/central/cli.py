@@ -28,7 +28,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from sync.central.stores import open_central_store
 
     store = open_central_store(args.store)
-    ingest = Ingest(store, _broker(args), group=args.group, client_id=args.client_id)
+    ingest = Ingest(
+        store,
+        _broker(args),
+        group=args.group,
+        client_id=args.client_id,
+        crash_after_commits=args.fault_crash_after_commits,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -44,7 +50,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             s = ingest.stats
             logging.info(
                 "messages=%d new=%d duplicate=%d dead=%d connected=%s",
-                s.messages, s.events_new, s.events_duplicate, s.dead_letters, s.connected,
+                s.messages,
+                s.events_new,
+                s.events_duplicate,
+                s.dead_letters,
+                s.connected,
             )
     ingest.stop()
     store.close()
@@ -89,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--password", default=None)
     p.add_argument("--ca-file", default=None)
     p.add_argument("--progress", type=float, default=0, help="log stats every N seconds")
+    p.add_argument(
+        "--fault-crash-after-commits",
+        type=int,
+        default=None,
+        help="fault injection: kill -9 this worker right after its Nth commit, before acking",
+    )
     p.set_defaults(fn=cmd_ingest)
     for name, fn in (("report", cmd_report), ("dead-letters", cmd_dead)):
         q = sub.add_parser(name)

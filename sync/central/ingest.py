@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -85,6 +87,7 @@ class Ingest:
         max_messages_per_write: int = 50,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         on_write: Callable[[Validated], None] | None = None,
+        crash_after_commits: int | None = None,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -93,6 +96,10 @@ class Ingest:
         self.max_messages_per_write = max_messages_per_write
         self.max_message_bytes = max_message_bytes
         self.on_write = on_write
+        # Fault injection (harness and tests): SIGKILL this process right after the Nth commit,
+        # before any PUBACK or ack leaves, the worst moment for exactly-once delivery.
+        self.crash_after_commits = crash_after_commits
+        self._commits = 0
         self.stats = IngestStats()
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=2000)
         self._stop = threading.Event()
@@ -111,7 +118,7 @@ class Ingest:
             c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(0.2, 10)
+        c.reconnect_delay_set(1, 10)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -154,7 +161,7 @@ class Ingest:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         # Blocks when the writer is behind: back-pressure through TCP rather than unbounded memory.
-        self._queue.put(_Msg(msg.topic, msg.payload, msg.mid, msg.qos))
+        self._queue.put(_Msg(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
 
     # -- the writer -------------------------------------------------------------------------
 
@@ -175,7 +182,11 @@ class Ingest:
     def _handle(self, group: list[_Msg]) -> None:
         results = [validate_message(m.topic, m.payload, self.max_message_bytes) for m in group]
         events = [ev for r in results for ev in r.events]
-        dead = [dead_letter(m.topic, rej.reason, rej.raw) for m, r in zip(group, results) for rej in r.rejected]
+        dead = [
+            dead_letter(m.topic, rej.reason, rej.raw)
+            for m, r in zip(group, results, strict=True)
+            for rej in r.rejected
+        ]
         delay = 0.1
         while True:
             try:
@@ -187,6 +198,10 @@ class Ingest:
                 if self._stop.wait(delay):
                     return  # unacked: the broker redelivers to the next ingest
                 delay = min(delay * 2, 5.0)
+        self._commits += 1
+        if self.crash_after_commits is not None and self._commits >= self.crash_after_commits:
+            log.error("fault injection: SIGKILL after commit %d, before acks", self._commits)
+            os.kill(os.getpid(), signal.SIGKILL)
         self.stats.messages += len(group)
         self.stats.events_new += new
         self.stats.events_duplicate += len(events) - new

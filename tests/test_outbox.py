@@ -1,0 +1,200 @@
+"""The SQLite outbox: sequence numbers, capacity policy, stats, corruption and crash durability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from edge_agent.events import encode_event
+from edge_agent.outbox import NewEvent, SqliteOutbox
+from sync.wire import FootfallPayload, HealthPayload, ScanPayload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scan(n: int) -> ScanPayload:
+    return ScanPayload(camera="till", code_kind="product", text=f"p{n}")
+
+
+def footfall(n: int) -> FootfallPayload:
+    from datetime import UTC, datetime
+
+    return FootfallPayload(
+        camera="door",
+        line=f"l{n}",
+        window_start=datetime(2026, 1, 1, tzinfo=UTC),
+        window_s=60,
+        in_count=n,
+        out_count=0,
+        covered=True,
+        seconds_live=60,
+        frames_processed=10,
+        frames_dropped=0,
+    )
+
+
+def ev(payload: ScanPayload | FootfallPayload | HealthPayload, ts: float = 1000.0) -> NewEvent:
+    return encode_event("s1", "d1", payload, ts=ts)
+
+
+def test_append_read_delete_round_trip(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.db")
+    seqs = ob.append([ev(scan(i)) for i in range(5)])
+    assert seqs == [1, 2, 3, 4, 5]
+    rows = ob.read_after(2, 10)
+    assert [s for s, _ in rows] == [3, 4, 5]
+    body = orjson.loads(rows[0][1])
+    assert body["seq"] == 3 and body["store"] == "s1" and body["device"] == "d1"
+    assert body["kind"] == "scan" and body["payload"]["text"] == "p2"
+    assert ob.delete([(1, 2), (4, 4)]) == 3
+    assert [s for s, _ in ob.read_after(0, 10)] == [3, 5]
+    assert ob.delete([(1, 2)]) == 0  # a repeated ack deletes nothing more
+    assert ob.stats().events == 2
+    ob.close()
+
+
+def test_sequence_numbers_never_reused_after_drain_and_reopen(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.db")
+    ob.append([ev(scan(i)) for i in range(3)])
+    ob.delete([(1, 3)])
+    ob.close()
+    ob = SqliteOutbox(tmp_path / "o.db")
+    assert ob.append([ev(scan(9))]) == [4]
+    ob.close()
+
+
+def test_stats_are_exact(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.db")
+    events = [ev(scan(0), ts=1000.0), ev(footfall(1), ts=1010.0), ev(scan(2), ts=1020.0)]
+    ob.append(events)
+    st = ob.stats(now=1100.0)
+    assert st.events == 3
+    assert st.bytes_payload == sum(len(e.body(i + 1)) for i, e in enumerate(events))
+    assert st.oldest_age_s == pytest.approx(100.0)
+    assert st.oldest_seq == 1
+    assert st.next_seq == 4
+    assert st.bytes_on_disk >= os.path.getsize(tmp_path / "o.db")
+    ob.delete([(1, 1)])
+    st = ob.stats(now=1100.0)
+    assert (st.events, st.oldest_seq, st.oldest_age_s) == (2, 2, pytest.approx(90.0))
+    ob.close()
+    # Counters survive a restart.
+    ob = SqliteOutbox(tmp_path / "o.db")
+    assert ob.stats(now=1100.0).events == 2
+    ob.close()
+
+
+def test_full_outbox_evicts_oldest_footfall_and_health_never_scans(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.db", max_rows=5)
+    ob.append([ev(footfall(1)), ev(scan(2)), ev(HealthPayload(status="ok")), ev(footfall(4)), ev(scan(5))])
+    # Two more scans: the two oldest evictable events (seq 1 footfall, seq 3 health) give way.
+    assert ob.append([ev(scan(6)), ev(scan(7))]) == [6, 7]
+    assert [s for s, _ in ob.read_after(0, 100)] == [2, 4, 5, 6, 7]
+    st = ob.stats()
+    assert st.evicted == {"footfall": 1, "health": 1}
+    assert st.rejected == {}
+    # Only one evictable event left; three scans arrive: all accepted, footfall 4 evicted,
+    # and the outbox goes over capacity rather than lose a scan.
+    assert ob.append([ev(scan(8)), ev(scan(9)), ev(scan(10))]) == [8, 9, 10]
+    assert [s for s, _ in ob.read_after(0, 100)] == [2, 5, 6, 7, 8, 9, 10]
+    st = ob.stats()
+    assert st.evicted == {"footfall": 2, "health": 1}
+    assert st.over_capacity is True
+    # A new footfall window now has no room and nothing to evict: it is refused and counted.
+    assert ob.append([ev(footfall(11))]) == [0]
+    assert ob.stats().rejected == {"footfall": 1}
+    ob.close()
+    ob = SqliteOutbox(tmp_path / "o.db", max_rows=5)
+    assert ob.stats().evicted == {"footfall": 2, "health": 1}  # counters are persisted
+    assert ob.stats().rejected == {"footfall": 1}
+    ob.close()
+
+
+def test_byte_capacity_is_enforced(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.db", max_bytes=1 << 16)
+    one = len(ev(footfall(0)).body(1))
+    n = (1 << 16) // one + 20
+    ob.append([ev(footfall(i)) for i in range(n)])
+    st = ob.stats()
+    assert st.bytes_payload <= 1 << 16
+    assert st.evicted == {} and st.rejected == {"footfall": n - st.events}
+    ob.close()
+
+
+def test_corrupt_outbox_is_moved_aside_and_numbering_continues(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "o.db"
+    ob = SqliteOutbox(path)
+    ob.append([ev(scan(i)) for i in range(3)])
+    ob.close()
+    with open(path, "r+b") as f:  # clobber the header and the first pages
+        f.write(b"this is not a database" * 500)
+    ob = SqliteOutbox(path)
+    assert ob.recovered_from is not None and ob.recovered_from.exists()
+    assert "is corrupt" in caplog.text and str(ob.recovered_from) in caplog.text
+    assert ob.stats().events == 0
+    seq = ob.append([ev(scan(99))])[0]
+    assert seq > 3  # above every number the old file may have used
+    ob.close()
+
+
+def test_compact_gives_space_back_after_drain(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.db", synchronous="NORMAL")
+    ob.append([ev(scan(i)) for i in range(20_000)])
+    full = ob.bytes_on_disk()
+    ob.delete([(1, 20_000)])
+    ob.compact()
+    assert ob.bytes_on_disk() < full / 20
+    ob.close()
+
+
+APPENDER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    from edge_agent.events import encode_event
+    from edge_agent.outbox import SqliteOutbox
+    from sync.wire import ScanPayload
+    ob = SqliteOutbox({path!r})
+    n = 0
+    while True:
+        seqs = ob.append([encode_event("s", "d", ScanPayload(camera="c", code_kind="other", text=str(n + i)))
+                          for i in range(10)])
+        n += 10
+        # Reported only after the commit returned: these are promised to be durable.
+        sys.stdout.write(f"{{seqs[-1]}}\\n")
+        sys.stdout.flush()
+    """
+)
+
+
+def test_kill_9_during_appends_loses_no_committed_event(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", APPENDER.format(root=str(ROOT), path=str(path))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    last = 0
+    deadline = time.monotonic() + 30
+    while last < 2000 and time.monotonic() < deadline:
+        last = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last >= 2000
+    ob = SqliteOutbox(path)
+    seqs = [s for s, _ in ob.read_after(0, 1_000_000)]
+    # Every committed event is there, numbered without gaps from 1.
+    assert seqs[:last] == list(range(1, last + 1))
+    assert seqs == list(range(1, len(seqs) + 1))
+    ob.close()
