@@ -110,8 +110,9 @@ def main() -> None:
             cleanup()
 
     rate = len(events) / elapsed
-    print(f"{backend}: {len(events)} scan events in {len(batches)} writes of {args.batch}: {rate:,.0f} events/s")
-    print(f"{backend}: resending the same {len(events)} (all duplicates): {len(events) / dup_elapsed:,.0f} events/s")
+    dup_rate = len(events) / dup_elapsed
+    print(f"{backend}: {len(events)} scans, {len(batches)} writes of {args.batch}: {rate:,.0f} events/s")
+    print(f"{backend}: the same {len(events)} again (all duplicates): {dup_rate:,.0f} events/s")
     result: dict[str, Any] = {"backend": backend, "events": len(events), "events_per_s": round(rate)}
     if backend == "sqlite":
         result["synchronous"] = args.sqlite_synchronous
