@@ -50,7 +50,12 @@ class Mosquitto:
     """A mosquitto process owned by the caller.
 
     ``extra_conf`` lines are appended to the generated config (listeners for TLS, password_file,
-    acl_file...). ``max_queued_messages`` defaults to 0 (unlimited): see README "Broker settings".
+    acl_file...). ``listener_conf`` lines follow the main listener line, so they configure the
+    listener on ``port`` itself (``cafile``/``certfile``/``keyfile`` make it a TLS port).
+    ``max_queued_messages`` defaults to 0 (unlimited): see README "Broker settings".
+    ``user``: the account mosquitto runs as when started as root (its ``user`` option). None keeps
+    mosquitto's default, which drops to the ``mosquitto`` account; that account cannot read files
+    in a root-owned 0700 directory such as pytest's ``tmp_path`` (persistence, password files).
     """
 
     workdir: Path
@@ -60,6 +65,8 @@ class Mosquitto:
     extra_conf: list[str] = field(default_factory=list)
     allow_anonymous: bool = True
     proc: subprocess.Popen[bytes] | None = None
+    listener_conf: list[str] = field(default_factory=list)
+    user: str | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -73,6 +80,7 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *self.listener_conf,
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
@@ -84,6 +92,7 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "set_tcp_nodelay true",
+            *([f"user {self.user}"] if self.user else []),
             *self.extra_conf,
         ]
         self.conf_path.write_text("\n".join(lines) + "\n")
@@ -134,6 +143,11 @@ class Mosquitto:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its password and ACL files (not listeners or TLS files)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGHUP)
 
     def restart(self) -> None:
         self.stop()
