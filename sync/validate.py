@@ -167,7 +167,7 @@ def validate_message(topic: str, payload: bytes, max_bytes: int = MAX_MESSAGE_BY
         out.rejected.append(_spoofed(msg["store"], msg["device"], t_store, t_device, payload))
         return out
     out.store, out.device, out.batch = t_store, t_device, msg["batch"]
-    _settle(out, msg["events"], t_store, t_device)
+    _settle(out, msg["events"], t_store, t_device, payload)
     return out
 
 
@@ -175,9 +175,24 @@ def _spoofed(store: str, device: str, t_store: str, t_device: str, raw: bytes) -
     return Rejected(f"envelope says {store}/{device} but topic is {t_store}/{t_device}", raw)
 
 
-def _settle(out: Validated, good: list[Any], t_store: str, t_device: str) -> None:
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def _settle(out: Validated, good: list[Any], t_store: str, t_device: str, raw: bytes = b"") -> None:
+    # JSON spells NUL as \u0000; only then is the (slower) per-event search needed. PostgreSQL
+    # text cannot hold NUL, so such an event would fail its whole batch forever: dead-letter it.
+    nul_possible = b"\\u0000" in raw
     for ev in good:
-        if ev["store"] != t_store or ev["device"] != t_device:
+        if nul_possible and _has_nul(ev["payload"]):
+            out.rejected.append(
+                Rejected(f"event {ev['id']}: NUL character in a text field", orjson.dumps(ev, default=str))
+            )
+        elif ev["store"] != t_store or ev["device"] != t_device:
             out.rejected.append(
                 Rejected(
                     f"event {ev['id']} claims {ev['store']}/{ev['device']} on {t_store}/{t_device}",
@@ -223,7 +238,7 @@ def _validate_slowly(out: Validated, t_store: str, t_device: str, payload: bytes
                 good.append(_EVENT.validate_python(item))
             except ValidationError as exc:
                 bad.append((i, _short(exc)))
-    _settle(out, good, t_store, t_device)
+    _settle(out, good, t_store, t_device, payload)
     for i, reason in bad:
         item = raw_events[i]
         out.rejected.append(Rejected(f"event {i}: {reason}", orjson.dumps(item, default=str)))

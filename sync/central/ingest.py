@@ -28,8 +28,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from sync import topics
-from sync.central.store import DEAD_LETTER_MAX_BYTES, CentralStore, DeadLetter
-from sync.validate import Validated, validate_message
+from sync.central.store import DEAD_LETTER_MAX_BYTES, CentralStore, DeadLetter, StoredEvent
+from sync.validate import Rejected, Validated, validate_message
 from sync.wire import MAX_MESSAGE_BYTES, seq_ranges
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,64 @@ class Ingest:
 
     # -- the writer -------------------------------------------------------------------------
 
+    def _write_group(self, group: list[_Msg], results: list[Validated]) -> int | None:
+        """Write a group in one transaction, retrying while the store is down.
+
+        A message the store itself refuses (while the store is up) would otherwise block the
+        ingest forever: after a few failures the group is written message by message, and a
+        message that still fails becomes a dead letter with the store's error as the reason.
+        """
+        delay = 0.1
+        attempts = 0
+        while True:
+            try:
+                return self.store.write(*self._rows(group, results))
+            except Exception as exc:  # noqa: BLE001 - never ack what is not stored; retry instead
+                attempts += 1
+                self.stats.write_failures += 1
+                log.error("central store write failed (%s); retrying in %.1fs", exc, delay)
+                if attempts >= 3 and len(group) > 0 and self._store_is_up():
+                    return self._write_one_by_one(group, results)
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 5.0)
+
+    @staticmethod
+    def _rows(group: list[_Msg], results: list[Validated]) -> tuple[list[StoredEvent], list[DeadLetter]]:
+        events = [ev for r in results for ev in r.events]
+        dead = [
+            dead_letter(m.topic, rej.reason, rej.raw)
+            for m, r in zip(group, results, strict=True)
+            for rej in r.rejected
+        ]
+        return events, dead
+
+    def _store_is_up(self) -> bool:
+        try:
+            self.store.write([], [])
+            return True
+        except Exception:  # noqa: BLE001 - any failure means: not up
+            return False
+
+    def _write_one_by_one(self, group: list[_Msg], results: list[Validated]) -> int:
+        new = 0
+        for i, (m, r) in enumerate(zip(group, results, strict=True)):
+            try:
+                new += self.store.write(*self._rows([m], [r]))
+            except Exception as exc:  # noqa: BLE001 - this message is what the store refuses
+                reason = f"central store refused the message: {type(exc).__name__}: {exc}"[:2000]
+                log.error("dead-lettering a message from %s: %s", m.topic, reason)
+                settled = r.settled_seqs
+                results[i] = Validated(
+                    store=r.store,
+                    device=r.device,
+                    batch=r.batch,
+                    rejected=[Rejected(reason, m.payload)],
+                    settled_seqs=settled,
+                )
+                self.store.write(*self._rows([m], [results[i]]))
+        return new
+
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
@@ -177,27 +235,21 @@ class Ingest:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._handle(group)
+            while not self._stop.is_set():
+                try:
+                    self._handle(group)
+                    break
+                except Exception:  # the writer thread must survive; the group is retried
+                    log.exception("ingest failed on a group of %d messages; retrying", len(group))
+                    self._stop.wait(1.0)
 
     def _handle(self, group: list[_Msg]) -> None:
         results = [validate_message(m.topic, m.payload, self.max_message_bytes) for m in group]
+        new = self._write_group(group, results)
+        if new is None:
+            return  # stopping: nothing acked, the broker redelivers to the next ingest
         events = [ev for r in results for ev in r.events]
-        dead = [
-            dead_letter(m.topic, rej.reason, rej.raw)
-            for m, r in zip(group, results, strict=True)
-            for rej in r.rejected
-        ]
-        delay = 0.1
-        while True:
-            try:
-                new = self.store.write(events, dead)
-                break
-            except Exception as exc:  # noqa: BLE001 - keep the messages and retry: never ack unstored
-                self.stats.write_failures += 1
-                log.error("central store write failed (%s); retrying in %.1fs", exc, delay)
-                if self._stop.wait(delay):
-                    return  # unacked: the broker redelivers to the next ingest
-                delay = min(delay * 2, 5.0)
+        dead = [rej for r in results for rej in r.rejected]
         self._commits += 1
         if self.crash_after_commits is not None and self._commits >= self.crash_after_commits:
             log.error("fault injection: SIGKILL after commit %d, before acks", self._commits)
@@ -206,8 +258,9 @@ class Ingest:
         self.stats.events_new += new
         self.stats.events_duplicate += len(events) - new
         self.stats.dead_letters += len(dead)
-        for d in dead:
-            log.warning("dead letter from %s: %s (%d bytes)", d.topic, d.reason, d.size)
+        for m, r in zip(group, results, strict=True):
+            for rej in r.rejected:
+                log.warning("dead letter from %s: %s (%d bytes)", m.topic, rej.reason, len(rej.raw))
         for m in group:
             if m.qos > 0:
                 self._client.ack(m.mid, m.qos)
