@@ -88,6 +88,7 @@ class Ingest:
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         on_write: Callable[[Validated], None] | None = None,
         crash_after_commits: int | None = None,
+        shared: bool = True,
     ) -> None:
         self.store = store
         self.broker = broker
@@ -99,6 +100,11 @@ class Ingest:
         # Fault injection (harness and tests): SIGKILL this process right after the Nth commit,
         # before any PUBACK or ack leaves, the worst moment for exactly-once delivery.
         self.crash_after_commits = crash_after_commits
+        # A shared subscription lets several ingest workers split the load; only a broker without
+        # $share support (the demo's embedded fallback) needs the plain wildcard.
+        self.subscription = (
+            topics.shared(group, topics.EVENTS.wildcard()) if shared else topics.EVENTS.wildcard()
+        )
         self._commits = 0
         self.stats = IngestStats()
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=2000)
@@ -151,8 +157,8 @@ class Ingest:
             log.error("broker refused the ingest connection: %s", reason)
             return
         self.stats.connected = True
-        client.subscribe(topics.shared(self.group, topics.EVENTS.wildcard()), qos=1)
-        log.info("ingest %s connected, subscribed to %s", self.client_id, topics.EVENTS.wildcard())
+        client.subscribe(self.subscription, qos=1)
+        log.info("ingest %s connected, subscribed to %s", self.client_id, self.subscription)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.stats.connected = False
