@@ -27,7 +27,7 @@ from sync.central.ingest import BrokerSettings, Ingest
 from sync.central.stores import open_central_store
 
 
-def device_doc(store: str, device: str, port: int, state: Path, rate: float, till: bool) -> dict[str, Any]:
+def device_doc(store: str, device: str, port: int, state: Path, *, rate: float, till: bool) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "store": store,
         "device": device,
@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         for s in range(1, args.stores + 1):
             for d in range(1, args.devices + 1):
-                doc = device_doc(f"store-{s:03d}", f"pc-{d}", port, work / "edge", args.rate, till=d == 1)
+                doc = device_doc(
+                    f"store-{s:03d}", f"pc-{d}", port, work / "edge", rate=args.rate, till=d == 1
+                )
                 agent = Agent(DeviceConfig.model_validate(doc), base_dir=work)
                 agent.start()
                 agents.append(agent)

@@ -55,6 +55,6 @@ class EmbeddedBroker:
             fut = asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop)
             try:
                 fut.result(5)
-            except Exception:  # noqa: BLE001 - best effort on the way out of a demo
+            except Exception:  # best effort on the way out of a demo
                 logging.getLogger(__name__).debug("embedded broker shutdown", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
