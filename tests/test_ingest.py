@@ -56,7 +56,7 @@ class Client:
         self.c.loop_start()
         for sub in subscriptions:
             self.c.subscribe(sub, qos=1)
-        wait_until(lambda: self.c.is_connected(), what="test client connected")
+        wait_until(self.c.is_connected, what="test client connected")
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.c.publish(topic, payload, qos=1).wait_for_publish(10)

@@ -44,9 +44,10 @@ footfall_payloads = st.fixed_dictionaries(
         "frames_dropped": st.integers(0, 10),
     }
 )
+metric_values = st.none() | st.integers(-9, 9) | texts | st.lists(st.integers(0, 3))
 health_payloads = st.fixed_dictionaries(
     {"status": st.sampled_from(["ok", "bad"])},
-    optional={"metrics": st.dictionaries(texts, st.none() | st.integers(-9, 9) | texts | st.lists(st.integers(0, 3)))},
+    optional={"metrics": st.dictionaries(texts, metric_values)},
 )
 
 
