@@ -9,6 +9,7 @@ and an ACL file into ``workdir`` and starts mosquitto with a TLS listener on ``.
     sb.mqtt_settings("ops")                the same for the ops or ingest accounts
     sb.broker_settings("ingest")           BrokerSettings for sync.central.ingest.Ingest
     sb.add_device(store, device)           provision one more device (files rewritten, SIGHUP)
+    sb.remove_device(store, device)        revoke one (mosquitto drops it if it is connected)
 
 Roles (docs/security.md shows the generated ACL):
 
@@ -297,6 +298,13 @@ class SecureBroker:
         self.write_auth_files()
         self.broker.reload()
         return account
+
+    def remove_device(self, store: str, device: str) -> None:
+        """Revoke a device: its account leaves both files, then SIGHUP. Mosquitto re-checks
+        connected clients on reload and disconnects one whose password no longer matches."""
+        self.accounts.pop(device_username(store, device))
+        self.write_auth_files()
+        self.broker.reload()
 
     # -- what clients need ----------------------------------------------------------------------
 

@@ -422,6 +422,18 @@ def test_added_device_can_connect_after_reload(secure: SecureBroker, probes: Cal
     wait_until(connects, what="the new device to be accepted after SIGHUP")
 
 
+def test_revoked_device_is_disconnected_and_refused(
+    secure: SecureBroker, probes: Callable[..., Probe]
+) -> None:
+    settings = secure.device_mqtt_settings("s1", "a")  # the password file stays on the "device"
+    a = probes(settings)
+    secure.remove_device("s1", "a")
+    wait_until(lambda: a.disconnects >= 1, what="the revoked device to be disconnected")
+    again = probes(settings, connect=False)
+    assert not again.connect()
+    assert again.refused is not None
+
+
 def test_plain_listener_only_when_asked(tmp_path: Path, probes: Callable[..., Probe]) -> None:
     with SecureBroker.create(tmp_path / "plain", FLEET, plain_listener=True) as sb:
         assert sb.plain_port is not None
