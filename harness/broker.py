@@ -53,9 +53,10 @@ class Mosquitto:
     acl_file...). ``listener_conf`` lines follow the main listener line, so they configure the
     listener on ``port`` itself (``cafile``/``certfile``/``keyfile`` make it a TLS port).
     ``max_queued_messages`` defaults to 0 (unlimited): see README "Broker settings".
-    ``user``: the account mosquitto runs as when started as root (its ``user`` option). None keeps
-    mosquitto's default, which drops to the ``mosquitto`` account; that account cannot read files
-    in a root-owned 0700 directory such as pytest's ``tmp_path`` (persistence, password files).
+    ``user``: the account mosquitto runs as when started as root (its ``user`` option). Started as
+    root it defaults to root: mosquitto's own default drops to the ``mosquitto`` account, which
+    cannot write a root-owned 0700 directory such as pytest's ``tmp_path``, and persistence would
+    be lost silently (a broker restart test would then test nothing).
     """
 
     workdir: Path
@@ -66,7 +67,7 @@ class Mosquitto:
     allow_anonymous: bool = True
     proc: subprocess.Popen[bytes] | None = None
     listener_conf: list[str] = field(default_factory=list)
-    user: str | None = None
+    user: str | None = field(default_factory=lambda: "root" if os.geteuid() == 0 else None)
 
     @property
     def conf_path(self) -> Path:
