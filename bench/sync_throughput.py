@@ -136,6 +136,10 @@ def main() -> int:
                 )
             )
         time.sleep(1.5)  # let the ingest connect and subscribe
+        import psutil
+
+        watched = {"ingest": [psutil.Process(p.pid) for p in ingests], "broker": [psutil.Process(broker.pid)]}
+        cpu0 = {k: sum(sum(p.cpu_times()[:2]) for p in ps) for k, ps in watched.items()}
         t0 = time.perf_counter()
         drain = subprocess.run(
             [
@@ -153,6 +157,7 @@ def main() -> int:
             check=False,
         )
         elapsed = time.perf_counter() - t0
+        cpu = {k: sum(sum(p.cpu_times()[:2]) for p in ps) - cpu0[k] for k, ps in watched.items()}
         if drain.returncode != 0:
             print(drain.stderr[-3000:], file=sys.stderr)
         d = json.loads(drain.stdout.strip().splitlines()[-1])
@@ -161,6 +166,9 @@ def main() -> int:
         print(f"drain: {d['seconds']:.2f}s for {args.events:,} events -> {eps:,.0f} events/s end to end")
         print(f"  (process wall time incl. start-up {elapsed:.2f}s); resends {d['resends']}")
         print(f"agent peak RSS {d['peak_rss_mb']} MB")
+        cpu["agent"] = d["cpu_s"]
+        per_event = {k: round(v / args.events * 1e6, 2) for k, v in cpu.items()}
+        print(f"CPU microseconds per event: {per_event} (sum {sum(per_event.values()):.1f} on 2 cores)")
         print(
             f"outbox on disk {d['outbox_bytes_before'] / 1e6:.0f} MB before, "
             f"{d['outbox_bytes_after'] / 1e6:.1f} MB after"
@@ -175,6 +183,7 @@ def main() -> int:
             "outbox_mb_before": round(d["outbox_bytes_before"] / 1e6, 1),
             "outbox_mb_after": round(d["outbox_bytes_after"] / 1e6, 1),
             "workers": args.workers,
+            "cpu_us_per_event": per_event,
             "lost": args.events - distinct,
             "duplicated": rows - distinct,
         }

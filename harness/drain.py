@@ -8,6 +8,7 @@ Prints one JSON line: events acked, seconds, peak RSS, outbox bytes before and a
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import time
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": round(elapsed, 3),
                 "resends": up.stats.resends,
                 "peak_rss_mb": peak_rss_mb(),
+                "cpu_s": round(sum(os.times()[:2]), 2),
                 "outbox_bytes_before": before,
                 "outbox_bytes_after": after,
             }
