@@ -62,8 +62,12 @@ def _count_heads(top: npt.NDArray[np.float64], person_w: float, person_h: float)
     return peaks
 
 
-def estimate_people(width: float, top: npt.NDArray[np.float64], person_w: float, person_h: float) -> int:
+def estimate_people(
+    width: float, top: npt.NDArray[np.float64], person_w: float, person_h: float, sure: bool = True
+) -> int:
     by_width = width / person_w
+    if not sure:  # sizes not learned yet: split only what is clearly wider than two people
+        return max(1, int(by_width / 2.0 + 0.2))
     n = max(1, int(by_width + 0.3))
     heads = _count_heads(top, person_w, person_h)
     # Heads only break a tie the width leaves open: they never add more than the width allows.
@@ -118,12 +122,13 @@ def find_people(
         blob = labels[y : y + h, x : x + w] == i
         rows_any = blob.any(axis=0)
         top = np.where(rows_any, blob.argmax(axis=0), np.inf).astype(np.float64)
-        n = estimate_people(w, top, pw, ph)
+        n = estimate_people(w, top, pw, ph, sizes.fitted or not sizes.learn)
+        aspect = w / h
+        # Upright and person-shaped, not cut by the zone's edge: teach the size model.
+        if (head_visible and y + h < mask.shape[0] and 0.25 < aspect < 0.65
+                and sizes.plausible(y + h + oy, h)):
+            sizes.observe(y + h + oy, h, w)
         if n == 1:
-            aspect = w / h
-            # One upright person, fully inside the crop: teach the size model.
-            if 0.5 * sizes.aspect < aspect < 1.3 * sizes.aspect and 0.75 * ph < h < 1.6 * ph:
-                sizes.observe(y + h + oy, h, w)
             out.append(Detection(x + ox + w / 2, float(feet), float(w), float(feet - y - oy), 1))
             continue
         cols = blob.sum(axis=0).astype(np.float64)

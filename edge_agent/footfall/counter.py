@@ -83,7 +83,8 @@ class MotionCounter:
             xs = [p for ln in self.lines for p in (ln.ax, ln.bx)]
             ys = [p for ln in self.lines for p in (ln.ay, ln.by)]
             x0, x1 = int(max(0, min(xs) - m)), int(min(w, max(xs) + m + 1))
-            y0, y1 = int(max(0, min(ys) - m)), int(min(h, max(ys) + m + 1))
+            # Feet are the anchor: the zone must hold the body of someone standing at its top edge.
+            y0, y1 = int(max(0, min(ys) - m - 1.2 * prior)), int(min(h, max(ys) + m + 1))
             zone[y0:y1, x0:x1] = 255
         ys_nz, xs_nz = np.nonzero(zone)
         # Work on the zone's bounding box only: most of a door camera's frame is irrelevant.
@@ -125,8 +126,19 @@ class MotionCounter:
         for tr in alive:
             out += self._step(tr, frame.t)
         for tr in ended:
-            out += self._finish(tr, frame.t)
+            if not self._absorbed(tr, alive):
+                out += self._finish(tr, frame.t)
         return out
+
+    def _absorbed(self, tr: Track, alive: list[Track]) -> bool:
+        """A track that ends right on top of another was a fragment of that person (a leg, a shadow).
+
+        Its pending crossing is the other track's crossing and must not be counted twice.
+        """
+        reach = 0.5 * self.sizes.height(tr.y)
+        return any(
+            o.hits >= tr.hits and abs(o.x - tr.x) < reach and abs(o.y - tr.y) < reach for o in alive
+        )
 
     def _bands(self, tr: Track) -> tuple[float, float]:
         ph = self.sizes.height(tr.y)

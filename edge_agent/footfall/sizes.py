@@ -24,6 +24,7 @@ class PersonSizeModel:
         self._a = prior_height
         self._b = 0.0
         self._since_fit = 0
+        self._fits = 0
 
     def height(self, feet_y: float) -> float:
         h = self._a + self._b * feet_y
@@ -32,6 +33,16 @@ class PersonSizeModel:
 
     def width(self, feet_y: float) -> float:
         return self.height(feet_y) * self.aspect
+
+    @property
+    def fitted(self) -> bool:
+        return self._fits > 0
+
+    def plausible(self, feet_y: float, height: float) -> bool:
+        """Could a blob this tall be one whole person? Wide open until a first fit, then tight."""
+        ph = self.height(feet_y)
+        lo, hi = (0.75, 1.5) if self.fitted else (0.4, 2.5)
+        return lo * ph < height < hi * ph
 
     def observe(self, feet_y: float, height: float, width: float) -> None:
         """Feed a blob that looks like one upright person (the caller checks its shape)."""
@@ -47,13 +58,17 @@ class PersonSizeModel:
         s = np.array(self._samples, np.float64)
         y, h, w = s[:, 0], s[:, 1], s[:, 2]
         keep = np.ones(len(s), bool)
-        for _ in range(2):
+        # Fragments (legs only, a torso) are always shorter than a whole person, never taller, so
+        # the fit follows the upper half of the heights rather than their mean.
+        for _ in range(3):
             if np.ptp(y[keep]) > 0.5 * np.median(h[keep]):
                 b, a = np.polyfit(y[keep], h[keep], 1)
                 b = max(b, 0.0)  # people do not grow smaller towards the camera
             else:  # all seen at about one row: a constant height
                 b, a = 0.0, float(np.median(h[keep]))
-            resid = np.abs(h - (a + b * y))
-            keep = resid <= np.quantile(resid, 0.75)
+            keep = h >= a + b * y
+            if keep.sum() < 10:
+                break
         self._a, self._b = float(a), float(b)
-        self.aspect = float(np.clip(np.median(w[keep] / h[keep]), 0.2, 0.9))
+        self._fits += 1
+        self.aspect = float(np.clip(np.median(w / h), 0.2, 0.9))
