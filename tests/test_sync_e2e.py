@@ -177,3 +177,27 @@ def test_broker_queue_overflow_is_made_harmless_by_end_to_end_acks(tmp_path: Pat
     finally:
         store.close()
         broker.stop()
+
+
+def test_agent_starts_while_the_broker_is_down(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mq")  # not started yet
+    state = tmp_path / "edge"
+    agent = run_agent(tmp_path, device_doc(state, broker.port, rate=500, total=500))
+    central = str(tmp_path / "central.db")
+    store = open_central_store(central)
+    ingest = Ingest(store, BrokerSettings(port=broker.port), client_id="late-ingest")
+    try:
+        wait_until(lambda: len(ledger_numbers(state)) == 500, what="events produced offline")
+        assert agent.uplink.stats.connected is False
+        assert agent.uplink.stats.connect_failures >= 1
+        assert agent.outbox.stats().events == 500
+        broker.start()
+        ingest.start()
+        wait_until(lambda: agent.outbox.stats().events == 0, timeout=60, what="outbox drained")
+    finally:
+        agent.stop()
+        ingest.stop()
+        broker.stop()
+        store.close()
+    assert landed(central) == 500
+    assert_exactly_once(central, "d1", ledger_numbers(state))
