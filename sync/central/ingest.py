@@ -44,6 +44,8 @@ class IngestStats:
     acks_sent: int = 0
     write_failures: int = 0
     connected: bool = False
+    connect_refusals: int = 0
+    last_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class BrokerSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    tls: bool = False  # TLS with the system's trusted CAs when no ca_file is given
 
 
 def dead_letter(topic: str, reason: str, raw: bytes) -> DeadLetter:
@@ -120,7 +123,7 @@ class Ingest:
         c = self._client
         if broker.username is not None:
             c.username_pw_set(broker.username, broker.password)
-        if broker.ca_file is not None:
+        if broker.ca_file is not None or broker.tls:
             c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
@@ -154,6 +157,8 @@ class Ingest:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
+            self.stats.connect_refusals += 1
+            self.stats.last_error = f"connection refused: {reason}"
             log.error("broker refused the ingest connection: %s", reason)
             return
         self.stats.connected = True
