@@ -13,9 +13,11 @@ from pydantic import Field, model_validator
 
 from device_configs.base import StrictModel
 from device_configs.camera import CameraConfig
-from device_configs.qr import QrConfig
+from device_configs.hours import OpeningHours
+from device_configs.qr import KeyRef, QrConfig
 
-SCHEMA_VERSION = 1
+# Version 2 added ``opening_hours``, ``config_push`` and ``privacy`` (see device_configs.migrations).
+SCHEMA_VERSION = 2
 
 Ident = Annotated[
     str,
@@ -115,8 +117,35 @@ class SimulatedEvents(StrictModel):
     )
 
 
+class ConfigPushSettings(StrictModel):
+    """How the agent takes configs pushed by central ops (docs/config.md)."""
+
+    trusted_keys: list[Annotated[str, Field(min_length=44, max_length=44)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Ed25519 public keys (base64 of the 32 raw bytes) allowed to sign pushed configs; "
+        "when any is set, unsigned or badly signed configs are rejected. Several allow key rotation.",
+    )
+    apply_timeout_s: float = Field(
+        default=20.0,
+        ge=0.5,
+        le=600,
+        description="A pipeline (re)started by a new config must be up within this time, or the agent "
+        "rolls back to the last known good config.",
+    )
+
+
+class PrivacySettings(StrictModel):
+    member_key: KeyRef | None = Field(
+        default=None,
+        description="Default key for member-code pseudonyms, used by QR readers that name none.",
+    )
+
+
 class DeviceConfig(StrictModel):
-    schema_version: Literal[1] = Field(default=1, description="Config schema version (integer).")
+    schema_version: Literal[2] = Field(
+        default=2, description="Config schema version (integer); older ones are migrated."
+    )
     store: Ident
     device: Ident
     state_dir: str = Field(
@@ -134,6 +163,17 @@ class DeviceConfig(StrictModel):
     cameras: list[CameraConfig] = Field(default_factory=list, max_length=16, description="Cameras.")
     qr: list[QrConfig] = Field(
         default_factory=list, max_length=16, description="QR readers, each on one of the cameras."
+    )
+    # Footfall counters go here (device_configs/footfall.py, owned by the footfall work):
+    #     footfall: list[FootfallConfig] = Field(default_factory=list, max_length=16, description=...)
+    # with their camera references checked in _check_references like qr's.
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="Privacy keys.")
+    opening_hours: OpeningHours = Field(
+        default_factory=lambda: OpeningHours(always_open=True),
+        description="Store opening hours: a device silent while the store is closed is not an alarm.",
+    )
+    config_push: ConfigPushSettings = Field(
+        default_factory=ConfigPushSettings, description="Verification and apply rules for pushed configs."
     )
 
     @model_validator(mode="after")

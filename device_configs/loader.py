@@ -1,4 +1,7 @@
-"""Reading a device config file (TOML or JSON) into a validated DeviceConfig."""
+"""Reading a device config file (TOML or JSON) into a validated DeviceConfig.
+
+Documents of an older ``schema_version`` are migrated first (device_configs.migrations).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from device_configs.device import DeviceConfig
+from device_configs.migrations import MigrationError, migrate
 
 
 class ConfigError(Exception):
@@ -38,10 +42,16 @@ def format_errors(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def validate_document(doc: dict[str, Any], source: str = "config") -> DeviceConfig:
+    """Migrate and validate one document; ConfigError lists every problem."""
+    try:
+        return DeviceConfig.model_validate(migrate(doc))
+    except MigrationError as exc:
+        raise ConfigError(f"{source}: schema_version: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(format_errors(source, exc)) from exc
+
+
 def load_device_config(path: str | Path) -> DeviceConfig:
     p = Path(path)
-    doc = read_document(p)
-    try:
-        return DeviceConfig.model_validate(doc)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(str(p), exc)) from exc
+    return validate_document(read_document(p), str(p))
