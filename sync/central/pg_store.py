@@ -25,9 +25,17 @@ from typing import Any, Final
 
 import orjson
 import psycopg
-from psycopg.types.json import set_json_loads
+from psycopg.types.json import Jsonb, set_json_loads
 
-from sync.central.store import DEAD_LETTER_MAX_BYTES, DeadLetter, EventKey, StoredEvent
+from sync.central.store import (
+    DEAD_LETTER_MAX_BYTES,
+    FLEET_FIELDS,
+    DeadLetter,
+    EventKey,
+    FleetRow,
+    FleetUpdate,
+    StoredEvent,
+)
 from sync.central.stores import TABLE_OF_KIND, kind_columns
 
 _SQL_TYPES: Final[dict[str, str]] = {
@@ -85,8 +93,30 @@ _MIGRATION_1: Final = (
         sha256 text NOT NULL
     )""",
 )
+# The fleet table: one row per device, fed by sync.central.fleet.
+_MIGRATION_2: Final = (
+    """CREATE TABLE fleet (
+        store text NOT NULL,
+        device text NOT NULL,
+        state text,
+        last_seen timestamptz,
+        state_changed_at timestamptz,
+        software text,
+        config_version bigint,
+        config_hash text,
+        config_result text,
+        backlog_events bigint,
+        backlog_bytes bigint,
+        backlog_oldest_age_s double precision,
+        clock_offset_s double precision,
+        heartbeat_s double precision,
+        opening_hours jsonb,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (store, device)
+    )""",
+)
 # Integer schema versions, applied in order; never edit a released one, append a new one.
-MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = ((1, _MIGRATION_1),)
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = ((1, _MIGRATION_1), (2, _MIGRATION_2))
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 _MIGRATION_LOCK_SQL: Final = (
     b"SELECT pg_advisory_xact_lock(hashtext('omni_central_schema:' || current_schema()))"
@@ -116,6 +146,17 @@ _INSERT_SQL: Final = {
 _INSERT_DEAD_SQL: Final = (
     "INSERT INTO dead_letters (received_at, topic, reason, payload, size, sha256) "
     "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+_FLEET_COLUMNS: Final = ("store", "device", "last_seen", "state_changed_at", *FLEET_FIELDS, "updated_at")
+_UPSERT_FLEET_SQL: Final = (
+    "INSERT INTO fleet "  # noqa: S608 - identifiers come from the fixed layout, never from input
+    f"({', '.join(_FLEET_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_FLEET_COLUMNS))}) "
+    "ON CONFLICT (store, device) DO UPDATE SET "
+    "last_seen = GREATEST(fleet.last_seen, excluded.last_seen), "
+    "state_changed_at = CASE WHEN excluded.state IS NOT NULL AND excluded.state IS DISTINCT FROM fleet.state "
+    "THEN excluded.updated_at ELSE fleet.state_changed_at END, "
+    + ", ".join(f"{c} = coalesce(excluded.{c}, fleet.{c})" for c in FLEET_FIELDS)
+    + ", updated_at = excluded.updated_at"
 )
 
 
@@ -423,7 +464,39 @@ class PostgresCentralStore:
             out.append(row)
         return out
 
+    # -- fleet -------------------------------------------------------------------------------
+
+    def update_fleet(self, update: FleetUpdate) -> None:
+        now = datetime.now(UTC)
+        values: list[Any] = [update.store, update.device, update.seen_at, now if update.state else None]
+        for c in FLEET_FIELDS:
+            v = getattr(update, c)
+            values.append(Jsonb(v) if c == "opening_hours" and v is not None else v)
+        values.append(now)
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute(_UPSERT_FLEET_SQL.encode(), values)
+                conn.commit()
+            except BaseException:
+                self._rollback(conn)
+                raise
+
+    def fleet(self) -> list[FleetRow]:
+        columns = [c for c in _FLEET_COLUMNS if c != "updated_at"]
+        rows = self._query(
+            f"SELECT {', '.join(columns)} FROM fleet "  # noqa: S608 - fixed identifiers
+            'ORDER BY store COLLATE "C", device COLLATE "C"'
+        )
+        out = []
+        for r in rows:
+            d = dict(zip(columns, r, strict=True))
+            for c in ("last_seen", "state_changed_at"):
+                if d[c] is not None:
+                    d[c] = d[c].astimezone(UTC)
+            out.append(FleetRow(**d))
+        return out
+
     def close(self) -> None:
         with self._lock:
             self._discard()
-

@@ -24,7 +24,15 @@ from typing import Any, Final, Literal
 import orjson
 import sqlite_utils
 
-from sync.central.store import DEAD_LETTER_MAX_BYTES, DeadLetter, EventKey, StoredEvent
+from sync.central.store import (
+    DEAD_LETTER_MAX_BYTES,
+    FLEET_FIELDS,
+    DeadLetter,
+    EventKey,
+    FleetRow,
+    FleetUpdate,
+    StoredEvent,
+)
 from sync.central.stores import (
     BOOL_COLUMNS,
     DATETIME_COLUMNS,
@@ -92,8 +100,38 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """The fleet table: one row per device, fed by sync.central.fleet."""
+    db.create_table(
+        "fleet",
+        {
+            "store": str,
+            "device": str,
+            "state": str,
+            "last_seen": str,
+            "state_changed_at": str,
+            "software": str,
+            "config_version": int,
+            "config_hash": str,
+            "config_result": str,
+            "backlog_events": int,
+            "backlog_bytes": int,
+            "backlog_oldest_age_s": float,
+            "clock_offset_s": float,
+            "heartbeat_s": float,
+            "opening_hours": str,
+            "updated_at": str,
+        },
+        pk=("store", "device"),
+        not_null=["store", "device", "updated_at"],
+    )
+
+
 # Integer schema versions, applied in order; never edit a released one, append a new one.
-MIGRATIONS: Final[tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...]] = ((1, _migration_1),)
+MIGRATIONS: Final[tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...]] = (
+    (1, _migration_1),
+    (2, _migration_2),
+)
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
 
@@ -188,6 +226,18 @@ def _insert_sql(kind: str) -> str:
 _INSERT_SQL: Final = {kind: _insert_sql(kind) for kind in TABLE_OF_KIND}
 _INSERT_DEAD_SQL: Final = (
     "INSERT INTO dead_letters (received_at, topic, reason, payload, size, sha256) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_FLEET_COLUMNS: Final = ("store", "device", "last_seen", "state_changed_at", *FLEET_FIELDS, "updated_at")
+_UPSERT_FLEET_SQL: Final = (
+    "INSERT INTO fleet "  # noqa: S608 - identifiers come from the fixed layout, never from input
+    f"({', '.join(_FLEET_COLUMNS)}) VALUES ({', '.join('?' * len(_FLEET_COLUMNS))}) "
+    "ON CONFLICT (store, device) DO UPDATE SET "
+    "last_seen = CASE WHEN fleet.last_seen IS NULL OR excluded.last_seen > fleet.last_seen "
+    "THEN excluded.last_seen ELSE fleet.last_seen END, "
+    "state_changed_at = CASE WHEN excluded.state IS NOT NULL AND excluded.state IS NOT fleet.state "
+    "THEN excluded.updated_at ELSE fleet.state_changed_at END, "
+    + ", ".join(f"{c} = coalesce(excluded.{c}, fleet.{c})" for c in FLEET_FIELDS)
+    + ", updated_at = excluded.updated_at"
 )
 
 
@@ -301,9 +351,7 @@ class SqliteCentralStore:
             rows = self._conn.execute(
                 "SELECT received_at, topic, reason, payload, size, sha256 FROM dead_letters ORDER BY id"
             ).fetchall()
-        return [
-            DeadLetter(datetime.fromisoformat(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows
-        ]
+        return [DeadLetter(datetime.fromisoformat(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     def footfall_per_store_hour(self) -> list[tuple[str, datetime, int, int, int, int]]:
         # window_start is fixed-width UTC text, so its first 13 characters are the UTC hour.
@@ -342,6 +390,43 @@ class SqliteCentralStore:
         with self._lock:
             raw = self._conn.execute(sql).fetchall()
         return [_decode_row(dict(zip(columns, r, strict=True))) for r in raw]
+
+    # -- fleet -------------------------------------------------------------------------------
+
+    def update_fleet(self, update: FleetUpdate) -> None:
+        now = _utc_iso(datetime.now(UTC))
+        values: list[Any] = [
+            update.store,
+            update.device,
+            None if update.seen_at is None else _utc_iso(update.seen_at),
+            now if update.state is not None else None,
+        ]
+        for c in FLEET_FIELDS:
+            v = getattr(update, c)
+            values.append(orjson.dumps(v).decode() if c == "opening_hours" and v is not None else v)
+        values.append(now)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(_UPSERT_FLEET_SQL, values)
+                self._conn.commit()
+            except BaseException:
+                self._conn.rollback()
+                raise
+
+    def fleet(self) -> list[FleetRow]:
+        columns = [c for c in _FLEET_COLUMNS if c != "updated_at"]
+        sql = f"SELECT {', '.join(columns)} FROM fleet ORDER BY store, device"  # noqa: S608 - fixed identifiers
+        with self._lock:
+            raw = self._conn.execute(sql).fetchall()
+        rows = []
+        for r in raw:
+            d = dict(zip(columns, r, strict=True))
+            for c in ("last_seen", "state_changed_at"):
+                d[c] = None if d[c] is None else datetime.fromisoformat(d[c])
+            d["opening_hours"] = None if d["opening_hours"] is None else orjson.loads(d["opening_hours"])
+            rows.append(FleetRow(**d))
+        return rows
 
     def close(self) -> None:
         with self._lock:

@@ -68,3 +68,70 @@ class CentralStore(Protocol):
         """(store, day 'YYYY-MM-DD' UTC, code kind, scans), ordered."""
 
     def close(self) -> None: ...
+
+
+# -- the fleet table (sync.central.fleet feeds it from the status and config/ack topics) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class FleetUpdate:
+    """What one message tells about a device; None fields leave the stored value as it is."""
+
+    store: str
+    device: str
+    seen_at: datetime | None = None  # central time of a live message (the latest one wins)
+    state: str | None = None  # "online" | "offline"
+    software: str | None = None
+    config_version: int | None = None
+    config_hash: str | None = None
+    config_result: str | None = None  # result of the last config acknowledgement
+    backlog_events: int | None = None
+    backlog_bytes: int | None = None
+    backlog_oldest_age_s: float | None = None
+    clock_offset_s: float | None = None  # device clock minus central clock
+    heartbeat_s: float | None = None
+    opening_hours: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    store: str
+    device: str
+    state: str | None
+    last_seen: datetime | None
+    state_changed_at: datetime | None
+    software: str | None
+    config_version: int | None
+    config_hash: str | None
+    config_result: str | None
+    backlog_events: int | None
+    backlog_bytes: int | None
+    backlog_oldest_age_s: float | None
+    clock_offset_s: float | None
+    heartbeat_s: float | None
+    opening_hours: dict[str, Any] | None
+
+
+FLEET_FIELDS: tuple[str, ...] = (
+    "state",
+    "software",
+    "config_version",
+    "config_hash",
+    "config_result",
+    "backlog_events",
+    "backlog_bytes",
+    "backlog_oldest_age_s",
+    "clock_offset_s",
+    "heartbeat_s",
+    "opening_hours",
+)
+
+
+class FleetStore(Protocol):
+    """Both central store backends implement this next to CentralStore (schema version 2)."""
+
+    def update_fleet(self, update: FleetUpdate) -> None:
+        """Merge one update into the device's row (created on first sight)."""
+
+    def fleet(self) -> list[FleetRow]:
+        """Every known device, ordered by store and device."""
