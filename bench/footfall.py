@@ -19,9 +19,9 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device_configs.footfall import FootfallConfig, LineConfig  # noqa: E402
-from edge_agent.camera.base import Frame  # noqa: E402
-from edge_agent.footfall.counter import MotionCounter  # noqa: E402
+from device_configs.footfall import FootfallConfig, LineConfig
+from edge_agent.camera.base import Frame
+from edge_agent.footfall.counter import MotionCounter
 
 VIDEO_EXT = {".mpg", ".mpeg", ".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 
@@ -69,8 +69,8 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     resize = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
-    tot = dict(videos=0, true_in=0, true_out=0, counted_in=0, counted_out=0, missed=0, extra=0,
-               exact_videos=0)
+    tot = {"videos": 0, "true_in": 0, "true_out": 0, "counted_in": 0, "counted_out": 0, "missed": 0,
+           "extra": 0, "exact_videos": 0}
     err_in = err_out = 0
     frames = 0
     seconds = 0.0

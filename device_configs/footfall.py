@@ -79,7 +79,8 @@ class FootfallConfig(StrictModel):
     )
     zone: list[Point] | None = Field(
         default=None, min_length=3, max_length=32,
-        description="Polygon (fractions of the frame) where people are looked for; default: around the lines.",
+        description="Polygon (fractions of the frame) where people are looked for; "
+        "default: around the lines.",
     )
     zone_margin: float = Field(
         default=1.5, ge=0.3, le=10,
@@ -88,7 +89,7 @@ class FootfallConfig(StrictModel):
     window_s: float = Field(default=60.0, ge=1, le=3600, description="Length of one footfall window (s).")
     min_coverage: float = Field(
         default=0.95, ge=0, le=1,
-        description="Fraction of a window the camera must have been live for the window to count as covered.",
+        description="Fraction of a window the camera must have been live for it to count as covered.",
     )
     work_width: int = Field(
         default=320, ge=96, le=1920, description="Frames are downscaled to this width before analysis (px)."
@@ -116,10 +117,12 @@ class FootfallConfig(StrictModel):
         default=0.02, gt=0, le=0.5, description="Background adaptation per frame where nothing moves."
     )
     fg_threshold: float = Field(
-        default=18.0, ge=2, le=128, description="Minimum colour difference (0..255) to call a pixel foreground."
+        default=18.0, ge=2, le=128,
+        description="Minimum colour difference (0..255) to call a pixel foreground.",
     )
     noise_factor: float = Field(
-        default=4.0, ge=1, le=20, description="Foreground threshold as a multiple of the measured noise level."
+        default=4.0, ge=1, le=20,
+        description="Foreground threshold as a multiple of the measured noise level.",
     )
     relearn_fraction: float = Field(
         default=0.5, gt=0.05, le=1,

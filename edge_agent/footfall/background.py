@@ -79,7 +79,7 @@ class BackgroundModel:
             self.relearned += 1
             return np.zeros(image.shape[:2], np.uint8)
         rate = self.learning_rate if self._frames > self.warmup_frames else max(self.learning_rate, 0.1)
-        fg8 = fg.astype(np.uint8) * 255
+        fg8: U8 = np.asarray(fg, np.uint8) * np.uint8(255)
         self._update(frame, fg8, rate)
         return fg8
 
@@ -113,7 +113,7 @@ class BackgroundModel:
         if ok.sum() < 16:
             return np.ones(3, np.float32)
         g = np.median(f[ok] / b[ok], axis=0).astype(np.float32)
-        return np.clip(g, 0.1, 10.0)
+        return np.asarray(np.clip(g, 0.1, 10.0), np.float32)
 
     def _track_noise(self, absdiff: F32) -> None:
         # The median absolute difference is dominated by background pixels; 1.4826 turns it into a sigma.
@@ -127,4 +127,4 @@ class BackgroundModel:
         bs = bg.sum(axis=2) + 1.0
         ratio = fs / bs
         chroma = np.abs(frame / fs[..., None] - bg / bs[..., None]).sum(axis=2)
-        return (ratio > 0.45) & (ratio < 0.92) & (chroma < 0.06)
+        return np.asarray((ratio > 0.45) & (ratio < 0.92) & (chroma < 0.06), np.bool_)

@@ -9,6 +9,7 @@ columns between them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -33,10 +34,10 @@ class Detection:
 
 def clean_mask(mask: U8, person_w: float) -> U8:
     """Remove specks, then close gaps inside a body (arms, dark trousers on a dark floor)."""
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    opened = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
     kw = max(3, int(person_w * 0.25) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kw, kw * 2 + 1))
-    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    return np.asarray(cv2.morphologyEx(opened, cv2.MORPH_CLOSE, kernel), np.uint8)
 
 
 def _count_heads(top: npt.NDArray[np.float64], person_w: float, person_h: float) -> int:
@@ -133,7 +134,7 @@ def find_people(
             continue
         cols = blob.sum(axis=0).astype(np.float64)
         cuts = _split_columns(cols, n)
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             part = blob[:, a:b]
             rows = np.flatnonzero(part.any(axis=1))
             if len(rows) == 0:

@@ -53,6 +53,8 @@ class MotionCounter:
         self._frames = 0
         self.tracks: list[Track] = []
         self.last_detections: list[Detection] = []
+        self.sizes: PersonSizeModel | None = None
+        self.lines: list[Line] = []
 
     def reconfigure(self, cfg: FootfallConfig) -> None:
         """Apply a new config; the background is kept unless the analysis size changes."""
@@ -71,7 +73,7 @@ class MotionCounter:
         self._shape = (w, h)
         self.lines = [Line.from_config(lc, w, h) for lc in cfg.lines]
         prior = cfg.person_height * h
-        if not hasattr(self, "sizes") or self.sizes.prior_height != prior:
+        if self.sizes is None or self.sizes.prior_height != prior:
             self.sizes = PersonSizeModel(
                 prior_height=prior, prior_aspect=cfg.person_aspect, learn=cfg.learn_sizes
             )
@@ -94,7 +96,7 @@ class MotionCounter:
 
     def _prepare(self, image: U8) -> U8:
         if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+            image = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR), np.uint8)
         H, W = image.shape[:2]
         w = min(self.cfg.work_width, W)
         h = max(1, round(H * w / W))
@@ -103,8 +105,13 @@ class MotionCounter:
             self._bg.reset()
         self._scale = W / w
         if (w, h) != (W, H):
-            image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+            image = np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
         return image
+
+    @property
+    def _sizes(self) -> PersonSizeModel:
+        assert self.sizes is not None, "set up on the first frame"
+        return self.sizes
 
     def process(self, frame: Frame) -> list[Crossing]:
         small = self._prepare(frame.image)
@@ -112,9 +119,9 @@ class MotionCounter:
         crop = small[y0:y1, x0:x1]
         mask = self._bg.apply(crop, self._zone)
         self._frames += 1
-        pw = self.sizes.width(sum(ln.ay + ln.by for ln in self.lines) / (2 * len(self.lines)))
+        pw = self._sizes.width(sum(ln.ay + ln.by for ln in self.lines) / (2 * len(self.lines)))
         mask = clean_mask(mask, pw)
-        dets = find_people(mask, self.sizes, min_blob=self.cfg.min_blob, offset=(x0, y0))
+        dets = find_people(mask, self._sizes, min_blob=self.cfg.min_blob, offset=(x0, y0))
         if self._detector is not None and self._frames % self.cfg.detector.every_n_frames == 0:
             found = self._detector.detect(small)
             if found is not None:
@@ -135,13 +142,13 @@ class MotionCounter:
 
         Its pending crossing is the other track's crossing and must not be counted twice.
         """
-        reach = 0.5 * self.sizes.height(tr.y)
+        reach = 0.5 * self._sizes.height(tr.y)
         return any(
             o.hits >= tr.hits and abs(o.x - tr.x) < reach and abs(o.y - tr.y) < reach for o in alive
         )
 
     def _bands(self, tr: Track) -> tuple[float, float]:
-        ph = self.sizes.height(tr.y)
+        ph = self._sizes.height(tr.y)
         return self.cfg.hysteresis * ph, self.cfg.commit_distance * ph
 
     def _step(self, tr: Track, t: float) -> list[Crossing]:

@@ -40,10 +40,8 @@ class OnnxPersonDetector:
         rows = out[0]
         if rows.shape[0] < rows.shape[1]:  # v8 layout is (84, N)
             rows = rows.T
-        if rows.shape[1] == 85:  # v5: objectness then class scores
-            score = rows[:, 4] * rows[:, 5]
-        else:
-            score = rows[:, 4]
+        # v5 rows carry objectness then class scores; v8 rows carry class scores only.
+        score = rows[:, 4] * rows[:, 5] if rows.shape[1] == 85 else rows[:, 4]
         keep = score >= self.cfg.score_threshold
         boxes = rows[keep, :4]
         scores = score[keep]

@@ -27,10 +27,12 @@ class Line:
     @classmethod
     def from_config(cls, cfg: LineConfig, width: int, height: int) -> Line:
         ax, ay, bx, by = cfg.x1 * width, cfg.y1 * height, cfg.x2 * width, cfg.y2 * height
-        return cls.from_points(cfg.id, ax, ay, bx, by, cfg.in_direction)
+        return cls.from_points(cfg.id, ax, ay, bx, by, direction=cfg.in_direction)
 
     @classmethod
-    def from_points(cls, id: str, ax: float, ay: float, bx: float, by: float, direction: Direction) -> Line:
+    def from_points(
+        cls, id: str, ax: float, ay: float, bx: float, by: float, *, direction: Direction
+    ) -> Line:
         dx, dy = bx - ax, by - ay
         length = float(np.hypot(dx, dy))
         nx, ny = -dy / length, dx / length

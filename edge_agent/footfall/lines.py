@@ -29,7 +29,7 @@ def step(track: Track, line: Line, band: float, commit: float) -> int:
         track.lines[line.id] = st
         return 0
     sign = _sign(s)
-    if sign != 0 and sign != st.last_sign:
+    if sign not in (0, st.last_sign):
         st.flip_ok = -_SEGMENT_SLACK <= line.along(track.x, track.y) <= 1 + _SEGMENT_SLACK
         st.last_sign = sign
     if abs(s) > band and sign != st.side:
@@ -38,7 +38,7 @@ def step(track: Track, line: Line, band: float, commit: float) -> int:
             st.origin = sign
     if st.origin == 0 and st.side != 0:
         st.origin = st.side
-    if st.side != 0 and st.side != st.origin and abs(s) >= commit:
+    if st.side not in (0, st.origin) and abs(s) >= commit:
         st.origin = st.side
         return st.side
     return 0
@@ -47,7 +47,7 @@ def step(track: Track, line: Line, band: float, commit: float) -> int:
 def finish(track: Track, line: Line) -> int:
     """The track ended: its pending crossing, if any, is final."""
     st = track.lines.get(line.id)
-    if st is None or st.side == 0 or st.side == st.origin:
+    if st is None or st.side in (0, st.origin):
         return 0
     st.origin = st.side
     return st.side

@@ -14,7 +14,7 @@ from edge_agent.footfall.geometry import Line
 
 
 def draw_overlay(image: npt.NDArray[np.uint8], cfg: FootfallConfig) -> npt.NDArray[np.uint8]:
-    img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy()
+    img = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy(), np.uint8)
     h, w = img.shape[:2]
     thick = max(1, w // 320)
     if cfg.zone is not None:

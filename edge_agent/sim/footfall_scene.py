@@ -10,6 +10,7 @@ compression, camera shake, dropped frames) are seeded, so every run renders the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ def waypoints(points: Sequence[Waypoint]) -> Callable[[float], tuple[float, floa
     def at(t: float) -> tuple[float, float] | None:
         if t < pts[0][0] or t > pts[-1][0]:
             return None
-        for (t0, x0, y0), (t1, x1, y1) in zip(pts[:-1], pts[1:], strict=True):
+        for (t0, x0, y0), (t1, x1, y1) in itertools.pairwise(pts):
             if t0 <= t <= t1:
                 a = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
                 return x0 + a * (x1 - x0), y0 + a * (y1 - y0)
@@ -149,7 +150,7 @@ def true_counts(scene: Scene, line: tuple[float, float, float, float], direction
     return n_in, n_out
 
 
-def draw_person(img: U8, x: float, y: float, h: float, look: Look, phase: float) -> None:
+def draw_person(img: U8, x: float, y: float, h: float, *, look: Look, phase: float) -> None:
     """Feet at (x, y), body height h: shadow first, then legs, torso, arms, head."""
     w = h * look.girth
     swing = math.sin(phase)
@@ -254,7 +255,7 @@ class SceneCamera:
             w = sc.walkers[k]
             own = w.height(t - sc.warmup_s) if w.height is not None else None
             h = own if own is not None else sc.height_at(y) * w.look.scale
-            draw_person(img, x, y, h, w.look, 2 * math.pi * w.look.stride_hz * t + self._phases[k])
+            draw_person(img, x, y, h, look=w.look, phase=2 * math.pi * w.look.stride_hz * t + self._phases[k])
         return self._perturb(img, t)
 
     def _perturb(self, img: U8, t: float) -> U8:
@@ -266,16 +267,17 @@ class SceneCamera:
         gain *= 1.0 + p.drift * math.sin(2 * math.pi * t / p.drift_period_s)
         if p.jitter_px:
             dx, dy = self._rng.normal(0, p.jitter_px, 2)
-            m = np.float32([[1, 0, dx], [0, 1, dy]])
-            img = cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+            m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+            size = (img.shape[1], img.shape[0])
+            img = np.asarray(cv2.warpAffine(img, m, size, borderMode=cv2.BORDER_REPLICATE), np.uint8)
         out = img.astype(np.float32) * gain
         if p.noise_sigma:
             out += self._rng.normal(0, p.noise_sigma, img.shape).astype(np.float32)
-        res = np.clip(out, 0, 255).astype(np.uint8)
+        res: U8 = np.asarray(np.clip(out, 0, 255), np.uint8)
         if p.jpeg_quality:
             ok, buf = cv2.imencode(".jpg", res, [cv2.IMWRITE_JPEG_QUALITY, p.jpeg_quality])
             if ok:
-                res = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+                res = np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), np.uint8)
         return res
 
 
@@ -287,7 +289,8 @@ SCENARIOS = (
 )
 
 
-def door_scene(scenario: str, *, width: int = 640, height: int = 360, fps: float = 25.0, seed: int = 0,
+def door_scene(  # noqa: PLR0915 - one branch per scenario reads better than a table of lambdas
+    scenario: str, *, width: int = 640, height: int = 360, fps: float = 25.0, seed: int = 0,
                perturb: Perturb | None = None) -> Scene:
     """A door seen from the front and above; the line is the threshold, 'in' = walking up (away)."""
     if scenario not in SCENARIOS:
@@ -303,7 +306,10 @@ def door_scene(scenario: str, *, width: int = 640, height: int = 360, fps: float
     W, H = width, height
     far, near = ly - 0.28 * H, ly + 0.42 * H  # inside the shop / out on the mall floor
     cx = 0.5 * W
-    j = lambda s: float(rng.uniform(-s, s))  # noqa: E731 - small random offsets for variety
+
+    def j(s: float) -> float:  # small random offsets, for variety between seeds
+        return float(rng.uniform(-s, s))
+
     v = 3.2  # seconds to walk from near to far
     walkers: list[Walker] = []
 

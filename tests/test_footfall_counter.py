@@ -1,0 +1,115 @@
+"""Counter logic on simulated door scenes where the answer is unambiguous."""
+
+from __future__ import annotations
+
+import pytest
+
+from device_configs.footfall import FootfallConfig, LineConfig
+from edge_agent.footfall.counter import MotionCounter
+from edge_agent.footfall.geometry import Line
+from edge_agent.footfall.lines import finish, step
+from edge_agent.footfall.tracker import Track
+from edge_agent.sim.footfall_scene import Scene, SceneCamera, door_scene
+
+W, H = 320, 180  # small frames keep the whole file well under a few seconds
+
+
+def line_cfg(sc: Scene, id: str = "door") -> LineConfig:
+    x1, y1, x2, y2 = sc.line
+    return LineConfig(id=id, x1=x1 / sc.width, y1=y1 / sc.height, x2=x2 / sc.width, y2=y2 / sc.height,
+                      in_direction=sc.in_direction)  # type: ignore[arg-type]
+
+
+def config(sc: Scene) -> FootfallConfig:
+    # The installer's estimate of a person's height at the door (snapshot tool), as in the field.
+    return FootfallConfig(camera="cam", lines=[line_cfg(sc)], person_height=0.28)
+
+
+def count(sc: Scene, cfg: FootfallConfig | None = None) -> tuple[int, int]:
+    counter = MotionCounter(cfg or config(sc))
+    cam = SceneCamera(sc)
+    cam.open()
+    crossings = []
+    while (f := cam.read()) is not None:
+        crossings += counter.process(f)
+    crossings += counter.flush()
+    return sum(c.direction == "in" for c in crossings), sum(c.direction == "out" for c in crossings)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "expected"),
+    [("single_in", (1, 0)), ("single_out", (0, 1)), ("u_turn", (0, 0)), ("passers_by", (0, 0))],
+)
+def test_scripted_scene_counts_exactly(scenario: str, expected: tuple[int, int]) -> None:
+    sc = door_scene(scenario, width=W, height=H, seed=1)
+    assert sc.truth() == expected  # the scene says what it claims
+    assert count(sc) == expected
+
+
+@pytest.mark.xfail(strict=True, reason="known limit: a shoulder-to-shoulder pair is split only when "
+                   "its blob is clearly two person-widths wide; here it counts as one (see docs/footfall.md)")
+def test_side_by_side_pair_counts_two() -> None:
+    sc = door_scene("pair_out", width=W, height=H, seed=1)
+    assert sc.truth() == (0, 2)
+    assert count(sc) == (0, 2)
+
+
+def test_u_turn_truth_is_net_zero_although_the_feet_cross_the_line() -> None:
+    sc = door_scene("u_turn", width=W, height=H, seed=0)
+    ys = [p[1] for t in range(0, 60) if (p := sc.walkers[0].path(t / 10)) is not None]
+    assert min(ys) < sc.line[1] < max(ys)
+    assert sc.truth() == (0, 0)
+
+
+def test_moving_the_line_off_the_door_counts_nothing() -> None:
+    sc = door_scene("single_in", width=W, height=H, seed=1)
+    off = LineConfig(id="door", x1=0.0, y1=0.1, x2=0.2, y2=0.1, in_direction="up")
+    assert count(sc, FootfallConfig(camera="cam", lines=[off], person_height=0.28)) == (0, 0)
+
+
+def test_reversing_in_direction_swaps_in_and_out() -> None:
+    sc = door_scene("single_in", width=W, height=H, seed=1)
+    lc = line_cfg(sc).model_copy(update={"in_direction": "down"})
+    assert count(sc, FootfallConfig(camera="cam", lines=[lc], person_height=0.28)) == (0, 1)
+
+
+def _track_at(y: float) -> Track:
+    return Track(id=1, x=50.0, y=y, h=40.0, t=0.0, hits=10)
+
+
+def test_line_logic_back_and_forth_cancels_and_real_crossing_commits() -> None:
+    line = Line.from_points("door", 0, 100, 100, 100, direction="up")
+    tr = _track_at(130)
+    results = []
+    for y in (130, 110, 95, 90, 98, 110, 130):  # steps over, comes back: nothing
+        tr.y = y
+        results.append(step(tr, line, band=5, commit=20))
+    assert results == [0] * 7
+    assert finish(tr, line) == 0
+    results = []
+    for y in (110, 95, 85, 75):  # walks in: final once 20 px past the line
+        tr.y = y
+        results.append(step(tr, line, band=5, commit=20))
+    assert results == [0, 0, 0, 1]
+
+
+def test_line_logic_pending_crossing_is_final_when_the_track_ends() -> None:
+    line = Line.from_points("door", 0, 100, 100, 100, direction="up")
+    tr = _track_at(130)
+    for y in (130, 110, 92):
+        tr.y = y
+        assert step(tr, line, band=5, commit=40) == 0
+    assert finish(tr, line) == 1
+
+
+def test_walking_round_the_end_of_the_segment_is_not_a_crossing() -> None:
+    line = Line.from_points("door", 0, 100, 100, 100, direction="up")
+    tr = _track_at(130)
+    tr.x = 150.0  # beside the door, beyond the segment's end
+    for y in (130, 100, 60):
+        tr.y = y
+        assert step(tr, line, band=5, commit=20) == 0
+    tr.x = 50.0
+    tr.y = 60
+    assert step(tr, line, band=5, commit=20) == 0
+    assert finish(tr, line) == 0

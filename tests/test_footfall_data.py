@@ -1,0 +1,38 @@
+"""The Oxford Town Centre replay reads the real (truncated) ground truth file correctly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edge_agent.sim.oxford import load_boxes, oxford_scene
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TOP = DATA / "footfall" / "oxford_towncentre" / "TownCentre-groundtruth.top"
+
+
+@pytest.fixture
+def top() -> Path:
+    if not TOP.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{TOP} missing in CI")
+        pytest.skip(f"shared data not present ({TOP}); see ../shared/data/README.md")
+    return TOP
+
+
+@pytest.mark.data
+def test_oxford_boxes_skip_header_and_truncated_row(top: Path) -> None:
+    boxes = load_boxes(top)
+    frames = {f for fr in boxes.values() for f in fr}
+    assert (min(frames), max(frames)) == (0, 3089)  # frame 3090's only row is incomplete
+    assert boxes[0][0] == (235.925, 770.142, 371.546, 1101.029)
+
+
+@pytest.mark.data
+def test_oxford_replay_truth_on_first_clip(top: Path) -> None:
+    # The derived file lists exactly two downward crossings of y=700 in frames 0..125.
+    sc = oxford_scene(load_boxes(top), 0, 126, width=1920, line_y=700)
+    sc.warmup_s = 0.0
+    assert sc.truth() == (0, 2)
