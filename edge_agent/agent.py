@@ -2,7 +2,9 @@
 
 It owns the outbox, the uplink and the pipelines (supervised: a crashing pipeline is restarted with
 backoff and reported, never taking the process down), and emits a health event every
-``sync.heartbeat_s``.
+``sync.heartbeat_s`` (and refreshes its retained ``online`` status with the same summary).
+Configs pushed by ops arrive through the uplink and are applied by ``ConfigManager``, which calls
+back ``reconcile``, ``pipeline_up`` and ``apply_live_settings``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,7 @@ from pydantic import BaseModel
 
 from device_configs.device import DeviceConfig
 from edge_agent import __version__
+from edge_agent.config_manager import ConfigManager, Running
 from edge_agent.events import encode_event
 from edge_agent.outbox import SqliteOutbox
 from edge_agent.pipeline import Pipeline
@@ -27,6 +31,7 @@ from edge_agent.qr.pipeline import build_qr_pipeline
 from edge_agent.sim.events import SimulatedEventSource
 from edge_agent.supervisor import Supervisor
 from edge_agent.uplink import Uplink
+from sync import topics
 from sync.wire import HealthPayload, Payload
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,8 @@ class PipelineSpec:
     name: str
     fingerprint: str
     build: Callable[[], Pipeline]
+    # Up only once its camera delivered a frame (gauge status "live"), not merely once started.
+    needs_frames: bool = False
 
 
 def fingerprint(*models: BaseModel) -> str:
@@ -48,7 +55,9 @@ def fingerprint(*models: BaseModel) -> str:
 
 
 class Agent:
-    def __init__(self, cfg: DeviceConfig, *, base_dir: Path | None = None) -> None:
+    def __init__(
+        self, cfg: DeviceConfig, *, base_dir: Path | None = None, running: Running | None = None
+    ) -> None:
         self.cfg = cfg
         self.base_dir = base_dir or Path.cwd()
         self.state_dir = (self.base_dir / cfg.state_dir).resolve()
@@ -66,8 +75,21 @@ class Agent:
             device=cfg.device,
             mqtt=cfg.mqtt,
             sync=cfg.sync,
-            status_extra=lambda: {"config_hash": None},
+            status_extra=self._status_extra,
         )
+        self.config = ConfigManager(
+            target=self,
+            running=running if running is not None and running.cfg == cfg else Running.bootstrap(cfg),
+            state_dir=self.state_dir,
+            publish_ack=lambda ack: self.uplink.send(
+                topics.CONFIG_ACK.for_device(cfg.store, cfg.device), ack, retain=True
+            ),
+            software=__version__,
+            on_change=self._config_changed,
+        )
+        self.uplink.on_config = self.config.submit
+        self._reconcile_lock = threading.Lock()
+        self._specs: dict[str, PipelineSpec] = {}
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._emit_lock = threading.Lock()
@@ -93,11 +115,14 @@ class Agent:
         cameras = {c.id: c for c in cfg.cameras}
         for q in cfg.qr:
             cam = cameras[q.camera]
+            if q.member_key is None and cfg.privacy.member_key is not None:
+                q = q.model_copy(update={"member_key": cfg.privacy.member_key})  # noqa: PLW2901
             specs.append(
                 PipelineSpec(
                     f"qr:{q.camera}",
                     fingerprint(q, cam),
                     lambda q=q, cam=cam: build_qr_pipeline(q, cam),  # type: ignore[misc]
+                    needs_frames=True,
                 )
             )
         return specs
@@ -107,21 +132,76 @@ class Agent:
         only those whose own settings changed. Returns what was done, by name."""
         wanted = {spec.name: spec for spec in self.pipeline_specs(cfg)}
         done: dict[str, list[str]] = {"started": [], "stopped": [], "restarted": [], "unchanged": []}
-        for name in list(self.supervisor.children):
-            if name not in wanted:
-                self.supervisor.stop(name)
-                done["stopped"].append(name)
-        for name, spec in wanted.items():
-            running = self.supervisor.children.get(name)
-            if running is not None and running.fingerprint == spec.fingerprint:
-                done["unchanged"].append(name)
-                continue
-            if running is not None:
-                self.supervisor.stop(name)
-            self.supervisor.start(spec.build(), name=name, fingerprint=spec.fingerprint)
-            done["restarted" if running is not None else "started"].append(name)
-        self.cfg = cfg
+        with self._reconcile_lock:
+            for name in list(self.supervisor.children):
+                if name not in wanted:
+                    self.supervisor.stop(name)
+                    done["stopped"].append(name)
+            for name, spec in wanted.items():
+                running = self.supervisor.children.get(name)
+                if running is not None and running.fingerprint == spec.fingerprint:
+                    done["unchanged"].append(name)
+                    continue
+                if running is not None:
+                    self.supervisor.stop(name)
+                self.supervisor.start(spec.build(), name=name, fingerprint=spec.fingerprint)
+                done["restarted" if running is not None else "started"].append(name)
+            self._specs = wanted
+            self.cfg = cfg
         return done
+
+    def pipeline_up(self, name: str) -> tuple[bool | None, str]:
+        """Whether a pipeline came up: True, False (crashed, with why) or None (still waiting)."""
+        sup = self.supervisor.children.get(name)
+        spec = self._specs.get(name)
+        if sup is None or spec is None:
+            return False, "not running"
+        if sup.state == "finished":
+            return True, ""
+        if sup.restarts or sup.state == "backoff":
+            return False, f"crashed: {sup.last_error}"
+        if spec.needs_frames:
+            gauges = sup.ctx.snapshot()
+            status = gauges.get("status")
+            if status in ("live", "ended"):
+                return True, ""
+            detail = f"camera status {status}" if status else "no frame from the camera yet"
+            error = gauges.get("last_error")
+            return None, f"{detail}: {error}" if error else detail
+        return (True, "") if sup.state == "running" else (None, f"state {sup.state}")
+
+    def apply_live_settings(self, cfg: DeviceConfig) -> None:
+        """Settings other than pipelines that take effect without a restart."""
+        self.uplink.update_sync(cfg.sync)
+        self.outbox.max_bytes = cfg.outbox.max_bytes
+        self.outbox.max_rows = cfg.outbox.max_rows
+        self.uplink.refresh_status()
+
+    def _config_changed(self, status: str, message: str) -> None:
+        """Audit trail: every config outcome also lands in the central store as a health event."""
+        try:
+            self.emit(
+                HealthPayload(
+                    status="ok" if status == "ok" else "degraded",
+                    component="config",
+                    message=message,
+                    metrics=dict(self.config.status_fields()),
+                )
+            )
+        except Exception:
+            log.exception("could not record the config change")
+
+    def _status_extra(self) -> dict[str, Any]:
+        """Fields of the retained online message: versions, opening hours, backlog."""
+        st = self.outbox.stats()
+        return {
+            **self.config.status_fields(),
+            "opening_hours": self.cfg.opening_hours.model_dump(mode="json"),
+            "heartbeat_s": self.cfg.sync.heartbeat_s,
+            "backlog_events": st.events,
+            "backlog_bytes": st.bytes_on_disk,
+            "backlog_oldest_age_s": st.oldest_age_s,
+        }
 
     def start(self) -> None:
         if self.outbox.recovered_from is not None:
@@ -135,6 +215,7 @@ class Agent:
             )
         self.uplink.start()
         self.reconcile(self.cfg)
+        self.config.start()  # after the first reconcile: pushed configs queue up until then
         self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._heartbeat.start()
         log.info(
@@ -147,6 +228,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self.config.stop()
         self.supervisor.stop_all()
         self.uplink.stop()
         if self._heartbeat is not None:
@@ -175,6 +257,9 @@ class Agent:
             "mqtt_connects": up.connects,
             "events_acked": up.events_acked,
             "resends": up.resends,
+            "config_version": self.config.running.version,
+            "config_hash": self.config.running.hash[:16],
+            "device_time": time.time(),
         }
         for name, h in self.supervisor.health().items():
             for k, v in h.items():
@@ -191,5 +276,6 @@ class Agent:
                 self.emit(
                     HealthPayload(status=status, component="agent", metrics=dict(list(m.items())[:200]))
                 )
+                self.uplink.refresh_status()
             except Exception:
                 log.exception("heartbeat failed")

@@ -23,9 +23,11 @@ def _setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.agent import Agent
+    from edge_agent.config_manager import load_bootstrap
 
-    cfg = load_device_config(args.config)
-    agent = Agent(cfg, base_dir=Path(args.config).resolve().parent)
+    # The file is the bootstrap; a persisted last known good config with a newer version wins.
+    running, base_dir = load_bootstrap(Path(args.config))
+    agent = Agent(running.cfg, base_dir=base_dir, running=running)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("edge_agent").info("signal %d: stopping", signum)

@@ -10,6 +10,10 @@ between paho's thread and ours. The loop:
 4. resend a batch that has no ack after ``ack_timeout_s``: the broker's PUBACK is not enough (a
    broker queue overflow or restart without persistence loses it silently) and a resend is
    harmless because the central store upserts on the event id.
+
+Other threads never touch the client: ``send`` (config acks, status refreshes) queues the latest
+message per topic, and this thread publishes it once connected. ``on_config`` is called on this
+thread and must return quickly (the config manager only queues the payload).
 """
 
 from __future__ import annotations
@@ -111,6 +115,9 @@ class Uplink:
         self._thread: threading.Thread | None = None
         self._acks: deque[EventAck] = deque()
         self._configs: deque[bytes] = deque()
+        # Latest small message per topic (config ack, status), published by this thread.
+        self._outgoing: dict[str, tuple[bytes, bool]] = {}
+        self._outgoing_lock = threading.Lock()
         self._inflight: dict[str, _Inflight] = {}
         self._cursor = 0  # highest sequence number handed to the broker in this process
         self._bucket = TokenBucket(sync.drain_rate_eps, max(sync.drain_rate_eps / 10, sync.batch_max_events))
@@ -134,10 +141,32 @@ class Uplink:
             self._thread.join(timeout)
 
     def publish_status(self, payload: dict[str, Any], topic: str | None = None) -> None:
-        """Queue a small retained/non-retained message (config ack, status) from any thread."""
-        client = self._client
-        if client is not None and self.stats.connected:
-            client.publish(topic or self._status_topic, orjson.dumps(payload), qos=1, retain=topic is None)
+        """Queue a small retained message (status by default, or a config ack) from any thread.
+
+        Only the latest message per topic is kept; it is published once connected.
+        """
+        self.send(topic or self._status_topic, payload, retain=True)
+
+    def send(self, topic: str, payload: dict[str, Any], *, retain: bool) -> None:
+        with self._outgoing_lock:
+            self._outgoing[topic] = (orjson.dumps(payload), retain)
+
+    def refresh_status(self) -> None:
+        """Publish a fresh retained ``online`` message (heartbeat: last seen, backlog, versions)."""
+        self.send(self._status_topic, self.online_message(), retain=True)
+
+    def online_message(self) -> dict[str, Any]:
+        online: dict[str, Any] = {"v": 1, "state": "online", "software": __version__, "ts": time.time()}
+        if self.status_extra is not None:
+            online.update(self.status_extra())
+        return online
+
+    def update_sync(self, sync: SyncSettings) -> None:
+        """Take new sync settings live (batch sizes, inflight, ack timeout, drain rate)."""
+        if sync == self.sync:
+            return
+        self._bucket = TokenBucket(sync.drain_rate_eps, max(sync.drain_rate_eps / 10, sync.batch_max_events))
+        self.sync = sync
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -156,6 +185,7 @@ class Uplink:
                     continue
                 self._process_acks()
                 self._process_configs()
+                self._flush_outgoing()
                 self._resend_timed_out()
                 self._send_more()
                 self._maybe_compact()
@@ -201,10 +231,7 @@ class Uplink:
         self.stats.connected = True
         self.stats.connects += 1
         client.subscribe([(self._acks_topic, 1), (self._config_topic, 1)])
-        online: dict[str, Any] = {"v": 1, "state": "online", "software": __version__, "ts": time.time()}
-        if self.status_extra is not None:
-            online.update(self.status_extra())
-        client.publish(self._status_topic, orjson.dumps(online), qos=1, retain=True)
+        client.publish(self._status_topic, orjson.dumps(self.online_message()), qos=1, retain=True)
         # Timers restart now: acks for what was in flight may still be on their way.
         now = time.monotonic()
         for b in self._inflight.values():
@@ -269,6 +296,18 @@ class Uplink:
             payload = self._configs.popleft()
             if self.on_config is not None:
                 self.on_config(payload)
+
+    def _flush_outgoing(self) -> None:
+        if not self._outgoing or self._client is None:
+            return
+        with self._outgoing_lock:
+            pending, self._outgoing = self._outgoing, {}
+        for topic, (body, retain) in pending.items():
+            info = self._client.publish(topic, body, qos=1, retain=retain)
+            if info.rc != paho.MQTT_ERR_SUCCESS:
+                with self._outgoing_lock:
+                    self._outgoing.setdefault(topic, (body, retain))
+                return
 
     def _resend_timed_out(self) -> None:
         if not self._inflight:

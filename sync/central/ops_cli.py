@@ -277,7 +277,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with OpsClient(_broker(args)) as client:
         client.settle()
         keys = _select(client.known_devices(), args.device, args.store, not (args.device or args.store))
-        rows = [("device", "online", "desired", "running", "last result", "details")]
+        rows = [("device", "presence", "desired", "running", "last result", "details")]
         for key in sorted(keys):
             env = client.published.get(key)
             ack = client.acks.get(key)
