@@ -259,3 +259,32 @@ def test_agent_boots_offline_on_the_last_known_good(tmp_path: Path, mosquitto: M
     bootstrap.write_text(env.model_dump_json())
     running, _ = load_bootstrap(bootstrap)
     assert running.version == 7 and running.cfg == DeviceConfig.model_validate(doc)
+
+
+def test_canary_failure_halts_the_rollout_and_silent_devices_are_reported(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    docs = {("s1", d): device_doc(tmp_path, mosquitto.port, device=d) for d in ("d1", "d2")}
+    for d in docs.values():
+        d["config_push"] = {"apply_timeout_s": 1}
+    broken_camera = {
+        "cameras": [{"id": "door", "source": {"kind": "folder", "path": str(tmp_path / "missing")}}],
+        "qr": [{"camera": "door"}],
+    }
+    with (
+        running_agent(docs[("s1", "d1")], tmp_path) as canary,
+        running_agent(docs[("s1", "d2")], tmp_path) as other,
+        ops_client(mosquitto.port) as ops,
+    ):
+        new = {k: changed(d, **broken_camera) for k, d in docs.items()}
+        out = push_docs(ops, new, canaries=[("s1", "d1")], canary_timeout=20)
+        assert out[("s1", "d1")].result == "rolled_back"
+        assert out[("s1", "d2")].result == "not pushed"
+        assert "halted: canaries did not apply it (s1/d1)" in out[("s1", "d2")].reasons[0]
+        assert ("s1", "d2") not in ops.published  # never published: nothing in progress on d2
+        assert canary.config.running.version == 0 and other.config.running.version == 0
+
+        # A device that never answers ends as "no answer" after the timeout, not "in progress".
+        ghost = device_doc(tmp_path, mosquitto.port, device="ghost")
+        out = push_docs(ops, {("s1", "ghost"): ghost}, timeout=1)
+        assert out[("s1", "ghost")].result == "no answer"
