@@ -56,6 +56,9 @@ class ChaosConfig:
     workdir: Path | None = None  # default: a temporary directory, removed unless the run failed
     keep: bool = False
     stop_on_failure: bool = True
+    # The first rounds lead with each fault type once (in a seeded order), so even a short run
+    # exercises every type; later rounds draw freely.
+    cover_all: bool = True
 
 
 @dataclass
@@ -100,15 +103,18 @@ class ChaosSummary:
         }
 
 
-def choose_faults(lab: Lab, rng: random.Random, cfg: ChaosConfig) -> list[Injection]:
-    """One to ``max_faults`` injections on disjoint resources, drawn from ``rng`` only."""
+def choose_faults(
+    lab: Lab, rng: random.Random, cfg: ChaosConfig, first: str | None = None
+) -> list[Injection]:
+    """One to ``max_faults`` injections on disjoint resources, drawn from ``rng`` only; ``first``
+    (a fault type) leads when given."""
     wanted = rng.randint(1, max(1, cfg.max_faults))
     picked: list[Injection] = []
     held: set[str] = set()
-    for _ in range(wanted * 5):
+    for attempt in range(wanted * 5):
         if len(picked) == wanted:
             break
-        kind = rng.choice(cfg.faults)
+        kind = first if attempt == 0 and first is not None else rng.choice(cfg.faults)
         injection = FAULTS[kind](lab, rng, rng.uniform(0.3, cfg.duration_s))
         if injection.resources & held:
             continue
@@ -144,6 +150,8 @@ class Chaos:
         self.out = out
         self.summary = ChaosSummary(seed=self.seed)
         self.last_report: InvariantReport | None = None
+        self._leaders = list(cfg.faults) if cfg.cover_all else []
+        self.rng.shuffle(self._leaders)
 
     def run(self) -> ChaosSummary:
         cfg = self.cfg
@@ -189,7 +197,8 @@ class Chaos:
     def _round(self, lab: Lab, n: int, url: str) -> RoundResult:
         cfg = self.cfg
         t0 = time.monotonic()
-        injections = choose_faults(lab, self.rng, cfg)
+        leader = self._leaders[n - 1] if n <= len(self._leaders) else None
+        injections = choose_faults(lab, self.rng, cfg, leader)
         delays = [self.rng.uniform(0, 0.3) for _ in injections]
         outcomes = _run_injections(injections, delays, timeout=cfg.duration_s + 90)
         violations: list[str] = []

@@ -324,9 +324,13 @@ class Observer:
     def publish(self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 5.0) -> bool:
         """QoS 1; True once the broker has it (PUBACK), False if not within ``timeout``."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return False  # not connected (a broker fault): paho may still send it later
         with contextlib.suppress(RuntimeError, ValueError):
             info.wait_for_publish(timeout)
-        return info.is_published()
+        with contextlib.suppress(RuntimeError, ValueError):
+            return info.is_published()
+        return False
 
 
 # -- the lab -----------------------------------------------------------------------------------------
@@ -754,19 +758,30 @@ def hostile(lab: Lab, rng: random.Random, duration: float) -> Injection:
         deadline = time.monotonic() + duration
         confirm_by = deadline + 5  # PUBACKs are awaited, but never longer than this in total
 
-        def publish(topic: str, payload: bytes, retain: bool = False) -> None:
+        def publish(topic: str, payload: bytes, retain: bool = False) -> bool:
             wait = max(0.05, confirm_by - time.monotonic())
-            if not lab.observer.publish(topic, payload, retain=retain, timeout=wait):
-                sent["unconfirmed"] += 1
+            if lab.observer.publish(topic, payload, retain=retain, timeout=wait):
+                return True
+            sent["unconfirmed"] += 1
+            return False
 
         for store, device in targets:
             for _label, topic, payload, dead in hostile_messages(store, device, rng):
-                publish(topic, payload, retain=topic.endswith("/config"))
+                is_config = topic.endswith("/config")
                 if dead:
+                    # Allowed in the dead letters before it is sent (it may land at once)...
                     digest = hashlib.sha256(payload).hexdigest()
                     with lab.lock:
                         lab.hostile_dead.add(digest)
+                confirmed = publish(topic, payload, retain=is_config)
+                if dead and confirmed:
+                    # ...and required only once the broker confirmed it.
+                    with lab.lock:
                         lab.hostile_required.add(digest)
+                if is_config:
+                    # The agent handles only the latest retained config: give it time for each.
+                    time.sleep(0.25)
+                if dead:
                     sent["dead_expected"] += 1
                 else:
                     sent["ignored_expected"] += 1
