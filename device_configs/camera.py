@@ -48,8 +48,24 @@ class FolderSource(StrictModel):
 
 
 class SimulatedSource(StrictModel):
-    kind: Literal["simulated"] = Field(description="The built-in simulated QR camera (demos, tests).")
-    scenario: Literal["qr_demo"] = Field(default="qr_demo", description="Built-in script to play.")
+    kind: Literal["simulated"] = Field(description="A built-in simulated camera (demos, tests).")
+    scenario: Literal[
+        "qr_demo",
+        "footfall_single_in",
+        "footfall_single_out",
+        "footfall_pair_in",
+        "footfall_pair_out",
+        "footfall_group_in",
+        "footfall_crossing_paths",
+        "footfall_u_turn",
+        "footfall_linger",
+        "footfall_passers_by",
+        "footfall_busy",
+    ] = Field(
+        default="qr_demo",
+        description="Built-in script to play: QR codes shown to a till camera, or a door scene "
+        "(line at mid-height, 'in' = walking up) for the footfall counter.",
+    )
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed for noise and placement.")
     fps: float = Field(default=10.0, gt=0, le=120, description="Simulated frame rate.")
     width: int = Field(default=640, ge=64, le=3840, description="Frame width in pixels.")

@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 WIRE_VERSION = 1
 # Largest MQTT payload the central side accepts on an events topic; larger ones are dead-lettered.
@@ -31,8 +31,24 @@ Ident = Annotated[
 CodeKind = Literal["product", "coupon", "member", "payment", "other"]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> WireModel:
+        # PostgreSQL text cannot hold NUL; binary payloads travel as base64 instead.
+        for name in type(self).model_fields:
+            if _has_nul(getattr(self, name)):
+                raise ValueError(f"{name}: NUL character in text")
+        return self
 
 
 class ScanPayload(WireModel):

@@ -31,6 +31,12 @@ def open_source(cfg: CameraConfig) -> FrameSource:
         return OpenCvSource(src.path, is_file=True, loop=src.loop)
     if isinstance(src, FolderSource):
         return FolderFrameSource(src.path, fps=src.fps, loop=src.loop)
+    if isinstance(src, SimulatedSource) and src.scenario.startswith("footfall_"):
+        from edge_agent.sim.footfall_scene import SceneCamera, door_scene
+
+        name = src.scenario.removeprefix("footfall_")
+        scene = door_scene(name, width=src.width, height=src.height, fps=src.fps, seed=src.seed)
+        return SceneCamera(scene)
     if isinstance(src, SimulatedSource):
         from edge_agent.sim.qr_camera import SimulatedQrCamera, demo_script
 

@@ -78,11 +78,17 @@ class FootfallPipeline:
         win = self._new_window(window_start(now, self.cfg.window_s))
         live0, dropped0, last_index = grabber.seconds_live, grabber.frames_dropped, None
         flushed = False
+        last_status = ""
         try:
             while not ctx.stop.is_set():
                 win = self._apply_pending(win)
                 frame = grabber.get(timeout=self._poll_s)
                 now = self._clock()
+                if frame is not None or grabber.status != last_status:
+                    # Camera state for health and for the agent's "did it come up" check.
+                    last_status = grabber.status
+                    ctx.report(status=grabber.status, last_error=grabber.last_error,
+                               frames_dropped=grabber.frames_dropped, reconnects=grabber.reconnects)
                 if frame is not None:
                     if last_index is not None and frame.index > last_index + 1:
                         win.frames_dropped += frame.index - last_index - 1  # the source skipped frames
