@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from device_configs.base import StrictModel
 from device_configs.camera import CameraConfig
+from device_configs.footfall import FootfallConfig
 from device_configs.hours import OpeningHours
 from device_configs.qr import KeyRef, QrConfig
 
@@ -164,9 +165,9 @@ class DeviceConfig(StrictModel):
     qr: list[QrConfig] = Field(
         default_factory=list, max_length=16, description="QR readers, each on one of the cameras."
     )
-    # Footfall counters go here (device_configs/footfall.py, owned by the footfall work):
-    #     footfall: list[FootfallConfig] = Field(default_factory=list, max_length=16, description=...)
-    # with their camera references checked in _check_references like qr's.
+    footfall: list[FootfallConfig] = Field(
+        default_factory=list, max_length=16, description="Footfall counters, each on one of the cameras."
+    )
     privacy: PrivacySettings = Field(default_factory=PrivacySettings, description="Privacy keys.")
     opening_hours: OpeningHours = Field(
         default_factory=lambda: OpeningHours(always_open=True),
@@ -182,6 +183,9 @@ class DeviceConfig(StrictModel):
         _unique("simulated_sources", [s.id for s in self.simulated_sources])
         _unique("qr", [q.camera for q in self.qr])
         _known_cameras("qr", [q.camera for q in self.qr], {c.id for c in self.cameras})
+        _unique("footfall", [f.camera for f in self.footfall])
+        _known_cameras("footfall", [f.camera for f in self.footfall], {c.id for c in self.cameras})
+        _one_pipeline_per_camera({q.camera for q in self.qr}, {f.camera for f in self.footfall})
         return self
 
 
@@ -189,6 +193,17 @@ def _unique(where: str, ids: list[str]) -> None:
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise ValueError(f"{where}: duplicate id(s) {', '.join(dupes)}")
+
+
+def _one_pipeline_per_camera(qr: set[str], footfall: set[str]) -> None:
+    # Each pipeline opens its camera; a USB camera cannot be opened twice, and a door camera is
+    # mounted for counting, a till camera for reading codes.
+    both = sorted(qr & footfall)
+    if both:
+        raise ValueError(
+            f"camera {', '.join(both)} is used by both a QR reader and a footfall counter; "
+            "give each pipeline its own camera"
+        )
 
 
 def _known_cameras(where: str, refs: list[str], cameras: set[str]) -> None:

@@ -25,6 +25,7 @@ from device_configs.device import DeviceConfig
 from edge_agent import __version__
 from edge_agent.config_manager import ConfigManager, Running
 from edge_agent.events import encode_event
+from edge_agent.footfall.pipeline import build_footfall_pipeline
 from edge_agent.outbox import SqliteOutbox
 from edge_agent.pipeline import Pipeline
 from edge_agent.qr.pipeline import build_qr_pipeline
@@ -122,6 +123,16 @@ class Agent:
                     f"qr:{q.camera}",
                     fingerprint(q, cam),
                     lambda q=q, cam=cam: build_qr_pipeline(q, cam),  # type: ignore[misc]
+                    needs_frames=True,
+                )
+            )
+        for f in cfg.footfall:
+            cam = cameras[f.camera]
+            specs.append(
+                PipelineSpec(
+                    f"footfall:{f.camera}",
+                    fingerprint(f, cam),
+                    lambda f=f, cam=cam: build_footfall_pipeline(f, cam),  # type: ignore[misc]
                     needs_frames=True,
                 )
             )

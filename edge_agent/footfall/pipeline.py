@@ -119,8 +119,26 @@ class FootfallPipeline:
                     if ended:
                         return
                     win = self._new_window(window_start(now, self.cfg.window_s))
+            self._emit_partial(ctx, win, grabber, since=(live0, dropped0), flushed=flushed)
         finally:
             grabber.stop()
+
+
+    def _emit_partial(
+        self, ctx: PipelineContext, win: Window, grabber: FrameGrabber, *, since: tuple[float, int], flushed: bool
+    ) -> None:
+        """Stopped (shutdown or a config change) mid-window: what was counted so far is real and
+        must not be lost. The partial window goes out with its true (partial) coverage."""
+        assert self.counter is not None
+        if not flushed:
+            for c in self.counter.flush():
+                win.add(c.line, c.direction)
+        live0, dropped0 = since
+        win.seconds_live += grabber.seconds_live - live0
+        win.frames_dropped += grabber.frames_dropped - dropped0
+        if win.frames_processed or any(n for c in win.counts.values() for n in c):
+            for p in win.payloads(self.cfg.camera, self.cfg.min_coverage):
+                ctx.emit(p)
 
 
 def build_footfall_pipeline(cfg: FootfallConfig, camera: CameraConfig) -> Pipeline:
