@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from harness.netproxy import NetProxy
 from sync import topics
 from sync.central.ingest import BrokerSettings, Ingest
 from sync.central.store import CentralStore
-from sync.central.stores import open_central_store
+from sync.central.stores import TABLE_OF_KIND, open_central_store
 from tests.e2e import assert_exactly_once, central_keys, device_doc, ledger_numbers, wait_until
 
 pytestmark = pytest.mark.broker
@@ -154,6 +155,15 @@ def test_full_outbox_keeps_scans_evicts_footfall_and_reports_it(
     assert report.ok, report.violations
     assert report.devices[0].given_up > 0  # footfall gave way, and the gaps are all explained
     assert report.devices[0].scans_lost == 0
+    # And the checker is not blind on real data: one scan removed behind its back is caught.
+    table = TABLE_OF_KIND["scan"]
+    db = sqlite3.connect(url)
+    with db:
+        db.execute(f"DELETE FROM {table} WHERE rowid = (SELECT min(rowid) FROM {table})")
+    db.close()
+    report = check(url, [snap])
+    assert report.lost == 1
+    assert not report.ok
 
 
 @pytest.mark.xfail(
