@@ -59,6 +59,7 @@ class ChaosConfig:
     # The first rounds lead with each fault type once (in a seeded order), so even a short run
     # exercises every type; later rounds draw freely.
     cover_all: bool = True
+    verbose: bool = False  # print what each fault reported
 
 
 @dataclass
@@ -85,6 +86,10 @@ class ChaosSummary:
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
     workdir: str = ""
+    # What the faults reported, summed per "fault.key" (e.g. ingest_commit_crash.crashed_between_
+    # commit_and_ack: how many crashes really hit that window) and the slowest storm recovery.
+    evidence: Counter[str] = field(default_factory=Counter)
+    slowest_reconnect_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -182,6 +187,9 @@ class Chaos:
                         result = self._round(lab, n, url)
                         if result.violations and cfg.stop_on_failure:
                             break
+                    ev = self.summary.evidence
+                    ev["agents.batches_resent_without_ack"] = lab.agent_log_count("resent batch")
+                    ev["agents.connections_lost"] = lab.agent_log_count("connection to broker lost")
         finally:
             self.summary.seconds = round(time.monotonic() - started, 1)
             if own_dir and self.summary.ok and not cfg.keep:
@@ -211,6 +219,7 @@ class Chaos:
                 violations.append(f"{inj.kind}({inj.target}) failed: {type(outcome).__name__}: {outcome}")
             else:
                 details.append({"fault": inj.kind, "target": inj.target, **outcome})
+                self._collect(inj.kind, outcome)
         died = lab.heal_all()
         violations += [f"died on its own: {d}" for d in died]
         snaps = lab.snapshot()
@@ -242,9 +251,19 @@ class Chaos:
             f"round {n:>3}/{cfg.rounds}: {' + '.join(result.faults):<60} produced={s.produced:<7} "
             f"lost={s.lost} dup={s.duplicated} drain={drain_s:.1f}s {'OK' if not violations else 'FAIL'}"
         )
+        if cfg.verbose:
+            for d in details:
+                self.out(f"    {d}")
         for v in violations:
             self.out(f"    violation: {v}")
         return result
+
+    def _collect(self, kind: str, details: dict[str, Any]) -> None:
+        for key, value in details.items():
+            if key == "all_back_s":
+                self.summary.slowest_reconnect_s = max(self.summary.slowest_reconnect_s, float(value))
+            elif isinstance(value, bool | int) and key not in ("cap", "rows", "ledger", "after_commits"):
+                self.summary.evidence[f"{kind}.{key}"] += int(value)
 
     def _settle_hostile(self, lab: Lab, url: str, broker_lost: bool) -> None:
         """Wait (bounded) for the hostile messages to reach the dead letters; a broker fault in the
@@ -275,6 +294,9 @@ class Chaos:
             f"scans re-made after a kill -9 between commit and ledger {s.kill_window_rescans}; "
             f"dead letters {s.dead_letters} (all injected)"
         )
+        evidence = ", ".join(f"{k} {v}" for k, v in sorted(s.evidence.items()))
+        self.out(f"  evidence: {evidence}")
+        self.out(f"  slowest reconnect of all agents after a broker restart: {s.slowest_reconnect_s} s")
         if s.violations:
             self.out(f"  {len(s.violations)} violations; workdir kept: {s.workdir}")
             for v in s.violations[:20]:
@@ -320,6 +342,7 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the workdir and the PostgreSQL schema")
     ap.add_argument("--keep-going", action="store_true", help="run every round even after a violation")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print what each fault reported")
     args = ap.parse_args(argv)
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = [f for f in faults if f not in FAULTS]
@@ -342,6 +365,7 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
         workdir=args.workdir,
         keep=args.keep,
         stop_on_failure=not args.keep_going,
+        verbose=args.verbose,
     )
 
 

@@ -456,6 +456,14 @@ class Lab:
             self.events.append(LabEvent("unexpected exit", d))
         return died
 
+    def agent_log_count(self, needle: str) -> int:
+        """Lines containing ``needle`` in every agent's log (evidence: resends, lost connections)."""
+        total = 0
+        for agent in self.agents:
+            with contextlib.suppress(OSError), agent.log_path.open("rb") as f:
+                total += sum(1 for line in f if needle.encode() in line)
+        return total
+
     def snapshot(self) -> list[DeviceSnapshot]:
         return [a.snapshot() for a in self.agents]
 
