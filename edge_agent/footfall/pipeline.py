@@ -125,7 +125,13 @@ class FootfallPipeline:
 
 
     def _emit_partial(
-        self, ctx: PipelineContext, win: Window, grabber: FrameGrabber, *, since: tuple[float, int], flushed: bool
+        self,
+        ctx: PipelineContext,
+        win: Window,
+        grabber: FrameGrabber,
+        *,
+        since: tuple[float, int],
+        flushed: bool,
     ) -> None:
         """Stopped (shutdown or a config change) mid-window: what was counted so far is real and
         must not be lost. The partial window goes out with its true (partial) coverage."""
