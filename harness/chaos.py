@@ -37,6 +37,8 @@ from harness.invariants import InvariantReport, check, missing_dead_letters
 from sync.central.stores import open_central_store
 
 DEFAULT_FAULTS = tuple(name for name in FAULTS if name != "pg_restart")
+# Fault details that are parameters, not observations.
+NOT_EVIDENCE = frozenset({"cap", "rows", "ledger", "after_commits", "persistence"})
 
 
 @dataclass
@@ -262,7 +264,7 @@ class Chaos:
         for key, value in details.items():
             if key == "all_back_s":
                 self.summary.slowest_reconnect_s = max(self.summary.slowest_reconnect_s, float(value))
-            elif isinstance(value, bool | int) and key not in ("cap", "rows", "ledger", "after_commits"):
+            elif isinstance(value, bool | int) and key not in NOT_EVIDENCE:
                 self.summary.evidence[f"{kind}.{key}"] += int(value)
 
     def _settle_hostile(self, lab: Lab, url: str, broker_lost: bool) -> None:
