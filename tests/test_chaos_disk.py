@@ -87,7 +87,7 @@ def disk_full_episode(tmp_path: Path, mosquitto: Mosquitto, disk: Path) -> Episo
             wait_for(lambda: False, 2)  # the agent, with acks it cannot apply, for two seconds
             connects_while_full = agent.uplink.stats.connects - connects
             ballast.unlink()
-            drained = wait_for(lambda: agent.outbox.stats().events == 0, 20)
+            drained = wait_for(lambda: agent.outbox.stats().events == 0, 8)
         finally:
             agent.stop()
             ingest.stop()
