@@ -36,7 +36,8 @@ from harness.faults import FAULTS, FaultCheckFailed, Injection, Lab, wait_for
 from harness.invariants import InvariantReport, check, missing_dead_letters
 from sync.central.stores import open_central_store
 
-DEFAULT_FAULTS = tuple(name for name in FAULTS if name != "pg_restart")
+# pg_restart disturbs everyone on that server; disk_enospc needs tmpfs mounts (--tmpfs-mb).
+DEFAULT_FAULTS = tuple(name for name in FAULTS if name not in ("pg_restart", "disk_enospc"))
 # Fault details that are parameters, not observations.
 NOT_EVIDENCE = frozenset({"cap", "rows", "ledger", "after_commits", "persistence"})
 
@@ -55,6 +56,7 @@ class ChaosConfig:
     faults: tuple[str, ...] = DEFAULT_FAULTS
     drain_timeout_s: float = 60.0
     pg_restart: bool = False
+    tmpfs_mb: int = 0  # agents' state on tmpfs mounts of this size (for disk_enospc)
     workdir: Path | None = None  # default: a temporary directory, removed unless the run failed
     keep: bool = False
     stop_on_failure: bool = True
@@ -182,6 +184,7 @@ class Chaos:
                     run_id=f"c{self.seed % 100_000}",
                     seed=self.seed,
                     pg_restart=cfg.pg_restart,
+                    tmpfs_mb=cfg.tmpfs_mb,
                 )
                 with lab:
                     self._warm_up(lab)
@@ -340,7 +343,11 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
     ap.add_argument(
         "--faults", default=",".join(DEFAULT_FAULTS), help=f"comma-separated, of: {', '.join(FAULTS)}"
     )
+    ap.add_argument("--drain-timeout-s", type=float, default=60.0, help="backlog must settle within this")
     ap.add_argument("--pg-restart", action="store_true", help="also restart PostgreSQL (shared server!)")
+    ap.add_argument(
+        "--tmpfs-mb", type=int, default=0, help="agents' state on tmpfs mounts of N MB; adds disk_enospc"
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the workdir and the PostgreSQL schema")
     ap.add_argument("--keep-going", action="store_true", help="run every round even after a violation")
@@ -352,6 +359,8 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
         ap.error(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
     if args.pg_restart and "pg_restart" not in faults:
         faults += ("pg_restart",)
+    if args.tmpfs_mb and "disk_enospc" not in faults:
+        faults += ("disk_enospc",)
     return ChaosConfig(
         rounds=args.rounds,
         seed=args.seed,
@@ -364,6 +373,8 @@ def parse_args(argv: list[str] | None) -> ChaosConfig:
         footfall_eps=args.footfall_eps,
         faults=faults,
         pg_restart=args.pg_restart,
+        tmpfs_mb=args.tmpfs_mb,
+        drain_timeout_s=args.drain_timeout_s,
         workdir=args.workdir,
         keep=args.keep,
         stop_on_failure=not args.keep_going,

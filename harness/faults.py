@@ -360,12 +360,17 @@ class Lab:
         run_id: str = "chaos",
         seed: int = 0,
         pg_restart: bool = False,
+        tmpfs_mb: int = 0,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.store_url = store_url
         self.run_id = run_id
         self.pg_restart = pg_restart and store_url.startswith(("postgresql://", "postgres://"))
+        # Each agent's state directory on its own tmpfs of this size (for ``disk_enospc``; needs
+        # permission to mount), 0 for the ordinary file system.
+        self.tmpfs_mb = tmpfs_mb
+        self._mounts: list[Path] = []
         self.broker = Mosquitto(self.workdir / "broker")
         self.loop = ProxyLoop()
         self.proxies: list[NetProxy] = []
@@ -405,11 +410,26 @@ class Lab:
         for ingest in self.ingests:
             ingest.start()
         for agent in self.agents:
+            if self.tmpfs_mb:
+                self._mount_tmpfs(agent.state_dir)
             agent.start()
+
+    def _mount_tmpfs(self, where: Path) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.tmpfs_mb}m", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"cannot mount a tmpfs at {where}: {out.stderr.decode(errors='replace')}")
+        self._mounts.append(where)
 
     def stop(self) -> None:
         for agent in self.agents:
             agent.terminate()
+        for where in self._mounts:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
         for ingest in self.ingests:
             ingest.terminate()
         with contextlib.suppress(Exception):
@@ -686,6 +706,40 @@ def disk_full(lab: Lab, rng: random.Random, duration: float) -> Injection:
 
     resources = frozenset({f"agent:{i}", f"link:{i}"})
     return Injection("disk_full", agent.device, resources, run)
+
+
+@fault("disk_enospc")
+def disk_enospc(lab: Lab, rng: random.Random, duration: float) -> Injection:
+    """A real full disk: with the link cut, a ballast file fills the agent's tmpfs (``Lab(tmpfs_mb=
+    ...)``), so outbox appends (and the ledger) hit ENOSPC; the link comes back while the disk is
+    still full (deliveries succeed, deletes cannot), then the ballast goes."""
+    i, agent = _pick_agent(lab, rng)
+    proxy = lab.proxies[i]
+
+    def run() -> dict[str, Any]:
+        if not lab.tmpfs_mb:
+            return {"skipped": "needs Lab(tmpfs_mb=N) (--tmpfs-mb)"}
+        ballast = agent.state_dir / "ballast"
+        with proxy.applied("cut"):
+            time.sleep(min(duration, 1.0))
+            first = agent.ledger(SCAN_SOURCE)
+            fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, b"\0" * 65536)
+            finally:
+                os.close(fd)
+            time.sleep(duration / 2)
+        time.sleep(duration / 2)  # link back, disk still full
+        ballast.unlink()
+        # A scan committed just before its ledger write failed is made again by the restarted
+        # source, as after a kill -9: allow it anywhere in the window.
+        last = agent.ledger(SCAN_SOURCE)
+        agent.killed_at[SCAN_SOURCE].extend(range(first, last + 1))
+        return {"ledger_window": last - first}
+
+    return Injection("disk_enospc", agent.device, frozenset({f"agent:{i}", f"link:{i}"}), run)
 
 
 @fault("pg_restart")
