@@ -39,7 +39,7 @@ from sync.central.stores import open_central_store
 # pg_restart disturbs everyone on that server; disk_enospc needs tmpfs mounts (--tmpfs-mb).
 DEFAULT_FAULTS = tuple(name for name in FAULTS if name not in ("pg_restart", "disk_enospc"))
 # Fault details that are parameters, not observations.
-NOT_EVIDENCE = frozenset({"cap", "rows", "ledger", "after_commits", "persistence"})
+NOT_EVIDENCE = frozenset({"cap", "rows", "ledger", "after_commits", "persistence", "rc"})
 
 
 @dataclass
@@ -112,6 +112,21 @@ class ChaosSummary:
         }
 
 
+def replay_args(cfg: ChaosConfig, seed: int) -> str:
+    """The command-line options that replay this run's fault schedule (store credentials elided)."""
+    args = [
+        f"--rounds {cfg.rounds}", f"--seed {seed}", f"--duration-s {cfg.duration_s}",
+        f"--max-faults {cfg.max_faults}", f"--agents {cfg.agents}", f"--ingests {cfg.ingests}",
+    ]  # fmt: skip
+    if cfg.faults != DEFAULT_FAULTS:
+        args.append(f"--faults {','.join(cfg.faults)}")
+    if cfg.store != "sqlite":
+        args.append("--store postgresql://..." if "://" in cfg.store else f"--store {cfg.store}")
+    if cfg.tmpfs_mb:
+        args.append(f"--tmpfs-mb {cfg.tmpfs_mb}")
+    return " ".join(args)
+
+
 def choose_faults(
     lab: Lab, rng: random.Random, cfg: ChaosConfig, first: str | None = None
 ) -> list[Injection]:
@@ -164,10 +179,7 @@ class Chaos:
 
     def run(self) -> ChaosSummary:
         cfg = self.cfg
-        self.out(
-            f"chaos seed={self.seed}  (replay: python -m harness.chaos --rounds {cfg.rounds} "
-            f"--seed {self.seed} --duration-s {cfg.duration_s} --max-faults {cfg.max_faults})"
-        )
+        self.out(f"chaos seed={self.seed}  (replay: python -m harness.chaos {replay_args(cfg, self.seed)})")
         started = time.monotonic()
         own_dir = cfg.workdir is None
         workdir = Path(tempfile.mkdtemp(prefix="omni-chaos-")) if cfg.workdir is None else cfg.workdir
