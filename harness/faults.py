@@ -8,7 +8,9 @@ an observer client that watches presence, captures traffic for replays and plays
 
 Every fault is an ``Injection``: a name, a target, the resources it holds (so concurrent faults
 never fight over one process) and ``run()``, which injects, waits a bounded time and heals before
-returning. ``FAULTS`` maps fault types to factories ``(lab, rng, duration_s) -> Injection``:
+returning. Factories draw every random choice up front (``run()`` runs on its own thread), so a
+seed replays the same schedule. ``FAULTS`` maps fault types to factories
+``(lab, rng, duration_s) -> Injection``:
 
 ==========================  ===========================================================================
 ``link_cut``                the agent's link is reset and refused (``NetProxy`` cut)
@@ -813,6 +815,7 @@ def hostile(lab: Lab, rng: random.Random, duration: float) -> Injection:
     sends garbage to a topic of a device that does not exist. Config messages are retained (as
     ops would publish them) and cleared at the end."""
     _, agent = _pick_agent(lab, rng)
+    own = random.Random(rng.getrandbits(64))  # run() is on another thread: never draw from ``rng``
 
     def run() -> dict[str, Any]:
         sent = {"dead_expected": 0, "ignored_expected": 0, "replays": 0, "unconfirmed": 0}
@@ -828,7 +831,7 @@ def hostile(lab: Lab, rng: random.Random, duration: float) -> Injection:
             return False
 
         for store, device in targets:
-            for _label, topic, payload, dead in hostile_messages(store, device, rng):
+            for _label, topic, payload, dead in hostile_messages(store, device, own):
                 is_config = topic.endswith("/config")
                 if dead:
                     # Allowed in the dead letters before it is sent (it may land at once)...
