@@ -24,6 +24,7 @@ seed replays the same schedule. ``FAULTS`` maps fault types to factories
 ``ingest_kill9``            kill -9 of one ingest worker of the group, restarted
 ``ingest_commit_crash``     a worker SIGKILLs itself between commit and ack (CLI fault flag)
 ``disk_full``               the agent's outbox capped (``outbox.max_rows``) while its link is cut
+``disk_enospc``             a real full disk (a ballast file on the agent's tmpfs; ``Lab(tmpfs_mb=N)``)
 ``hostile``                 malformed, oversized, wrong-version and replayed messages on every
                             subscribed topic (events, acks, config)
 ``pg_restart``              ``pg_ctlcluster ... restart`` (only with ``Lab(pg_restart=True)``)
