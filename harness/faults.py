@@ -443,7 +443,11 @@ class Lab:
         self.broker.stop()
 
     def __enter__(self) -> Lab:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # whatever did start: no stray broker or agent
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
