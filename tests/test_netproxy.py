@@ -221,3 +221,27 @@ def test_cut_agent_buffers_and_drains_after_heal(tmp_path: Path, mosquitto: Mosq
         finally:
             agent.stop()
     assert_exactly_once(central, "d1", ledger_numbers(state))
+
+
+@pytest.mark.broker
+def test_a_silently_dead_connection_is_found_by_keepalive(
+    tmp_path: Path, mosquitto: Mosquitto, central: str
+) -> None:
+    """After a blackhole the old connection stays dead and silent (nobody resets it): the agent
+    has to find out by itself (MQTT keepalive, 5 s here), reconnect and drain."""
+    state = tmp_path / "edge"
+    with NetProxy(("127.0.0.1", mosquitto.port), close_dead_on_heal=False) as link:
+        doc = device_doc(state, link.port, rate=100, total=600, ack_timeout_s=1)
+        doc["mqtt"]["keepalive_s"] = 5
+        agent = Agent(DeviceConfig.model_validate(doc), base_dir=tmp_path)
+        agent.start()
+        try:
+            wait_until(lambda: landed(central) >= 50, what="first events landed")
+            link.fault("blackhole", 1.0)
+            assert agent.uplink.stats.connected  # nothing told it
+            wait_until(lambda: agent.uplink.stats.connects >= 2, timeout=30, what="keepalive, reconnect")
+            wait_until(lambda: len(ledger_numbers(state)) == 600, what="all produced")
+            wait_until(lambda: agent.outbox.stats().events == 0, timeout=60, what="outbox drained")
+        finally:
+            agent.stop()
+    assert_exactly_once(central, "d1", ledger_numbers(state))
