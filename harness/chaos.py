@@ -240,6 +240,7 @@ class Chaos:
         died = lab.heal_all()
         violations += [f"died on its own: {d}" for d in died]
         snaps = lab.snapshot()
+        violations += [f"{s.device}: outbox unreadable, nothing to check" for s in snaps if s.upto_seq == 0]
         t_drain = time.monotonic()
         stuck = lab.wait_drained(snaps, cfg.drain_timeout_s)
         drain_s = time.monotonic() - t_drain
