@@ -365,13 +365,14 @@ class SqliteOutbox:
                         n += rows
                         freed += size
                 c.execute("COMMIT")
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     c.execute("ROLLBACK")
-                raise
+                raise OutboxError(f"outbox delete failed: {exc}") from exc
             finally:
                 if self._synchronous == "FULL":
-                    c.execute("PRAGMA synchronous=FULL")
+                    with contextlib.suppress(sqlite3.Error):
+                        c.execute("PRAGMA synchronous=FULL")
             self._rows -= n
             self._bytes -= freed
             return n
@@ -384,16 +385,22 @@ class SqliteOutbox:
         that are about to be freed anyway), and gives the space back once the backlog is small.
         """
         with self._lock:
-            c = self._conn
+            try:
+                return self._compact(max_pages)
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox compaction failed: {exc}") from exc
+
+    def _compact(self, max_pages: int) -> int:
+        c = self._conn
+        free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
+        total = int(c.execute("PRAGMA page_count").fetchone()[0])
+        if free > 256 and (self._rows == 0 or free * 10 > total * 9):
+            # executescript steps the pragma to completion; execute() frees a single page.
+            c.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
             free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
-            total = int(c.execute("PRAGMA page_count").fetchone()[0])
-            if free > 256 and (self._rows == 0 or free * 10 > total * 9):
-                # executescript steps the pragma to completion; execute() frees a single page.
-                c.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
-                free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
-            if self._rows == 0 or free == 0:
-                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            return free
+        if self._rows == 0 or free == 0:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return free
 
     # -- stats --------------------------------------------------------------------------------
 

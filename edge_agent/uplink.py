@@ -19,6 +19,7 @@ thread and must return quickly (the config manager only queues the payload).
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from pydantic import ValidationError
 from device_configs.device import MqttSettings, SyncSettings
 from edge_agent import __version__
 from edge_agent.mqtt import Backoff, make_client
-from edge_agent.outbox import SqliteOutbox
+from edge_agent.outbox import OutboxError, SqliteOutbox
 from sync import topics
 from sync.wire import EventAck
 
@@ -63,6 +64,7 @@ class UplinkStats:
     events_acked: int = 0
     acks_received: int = 0
     bad_acks: int = 0
+    unknown_acks: int = 0
     last_error: str = ""
 
 
@@ -127,6 +129,7 @@ class Uplink:
         self._header = b'{"v":1,"batch":"%s","store":%s,"device":%s,"events":['
         self._ids = (orjson.dumps(store), orjson.dumps(device))
         self._last_compact = 0.0
+        self._warned: dict[str, float] = {}
         self.idle = threading.Event()  # set while connected with nothing in flight or queued
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -274,22 +277,55 @@ class Uplink:
                 self._acks.append(EventAck.model_validate_json(msg.payload))
             except ValidationError as exc:
                 self.stats.bad_acks += 1
-                log.warning("ignoring malformed ack (%d bytes): %s", len(msg.payload), exc.errors()[:1])
+                first = exc.errors(include_url=False, include_input=False, include_context=False)[:1]
+                log.warning("ignoring malformed ack (%d bytes): %s", len(msg.payload), first)
         elif msg.topic == self._config_topic:
             self._configs.append(bytes(msg.payload))
 
     # -- the work --------------------------------------------------------------------------
 
     def _process_acks(self) -> None:
+        """Delete what acks name, but only inside the batch each ack answers.
+
+        The batch id carries a random part, so only someone who saw the batch can name it: a rogue
+        ack (or a rogue batch on this device's events topic, which the ingest dead-letters and
+        acks) cannot make the device delete events it has not delivered. Acks for batches this
+        process does not know (sent before a restart) are ignored: those events are resent, and
+        the central store ignores ids it has. If the delete fails (disk full), the acks are kept
+        and tried again; nothing is forgotten and the connection stays up.
+        """
         if not self._acks:
             return
+        acks = list(self._acks)
         ranges: list[tuple[int, int]] = []
-        while self._acks:
-            ack = self._acks.popleft()
-            self.stats.acks_received += 1
-            ranges.extend(ack.seqs)
-            self._inflight.pop(ack.batch, None)
-        self.stats.events_acked += self.outbox.delete(ranges)
+        answered: list[str] = []
+        for ack in acks:
+            b = self._inflight.get(ack.batch)
+            if b is None:
+                self.stats.unknown_acks += 1
+                continue
+            answered.append(ack.batch)
+            for a_lo, a_hi in ack.seqs:
+                lo, hi = max(a_lo, b.lo), min(a_hi, b.hi)
+                if lo <= hi:
+                    ranges.append((lo, hi))
+        try:
+            deleted = self.outbox.delete(ranges) if ranges else 0
+        except OutboxError as exc:
+            self._warn_every("delete", 30, "cannot delete acknowledged events (%s); will retry", exc)
+            return
+        for _ in acks:
+            self._acks.popleft()
+        self.stats.acks_received += len(acks)
+        self.stats.events_acked += deleted
+        for bid in answered:
+            self._inflight.pop(bid, None)
+
+    def _warn_every(self, key: str, period_s: float, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= period_s:
+            self._warned[key] = now
+            log.warning(msg, *args)
 
     def _process_configs(self) -> None:
         while self._configs:
@@ -344,7 +380,7 @@ class Uplink:
             if not self._bucket.take(len(rows)):
                 return
             lo, hi = rows[0][0], rows[-1][0]
-            bid = f"{lo}-{hi}"
+            bid = f"{lo}-{hi}-{secrets.token_hex(4)}"
             if not self._publish(bid, [body for _, body in rows]):
                 return
             self._inflight[bid] = _Inflight(lo, hi, len(rows), time.monotonic())
@@ -366,4 +402,7 @@ class Uplink:
         now = time.monotonic()
         if now - self._last_compact >= COMPACT_EVERY_S:
             self._last_compact = now
-            self.outbox.compact()
+            try:
+                self.outbox.compact()
+            except OutboxError as exc:
+                self._warn_every("compact", 300, "outbox compaction failed (%s); will retry", exc)

@@ -1,8 +1,8 @@
 """A real full disk (ENOSPC) under the agent's state directory: a 4 MB tmpfs filled with ballast.
 
-Needs permission to mount a tmpfs (root in a container); skipped otherwise. Both tests are strict
-xfails documenting one finding of the chaos harness (docs/chaos.md, "Findings"): they pass once
-it is fixed.
+Needs permission to mount a tmpfs (root in a container); skipped otherwise. Both tests come from
+findings of the chaos harness (docs/chaos.md, "Findings"), fixed in the uplink: failed deletes are
+retried without dropping the connection.
 """
 
 from __future__ import annotations
@@ -96,29 +96,12 @@ def disk_full_episode(tmp_path: Path, mosquitto: Mosquitto, disk: Path) -> Episo
     return Episode(connects_while_full, drained)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Uplink._process_acks pops the acks and the in-flight batches before "
-    "outbox.delete(); when the delete fails (disk full) they are gone, the cursor is past those "
-    "events, and nothing deletes or resends them until the agent restarts: the backlog never "
-    "drains and the outbox reports events waiting that the central store already has. Fix: "
-    "delete first and drop acks/in-flight entries only after it succeeded (keep failed ranges "
-    "for a retry), or rewind the cursor when a delete fails.",
-)
 def test_after_a_full_disk_the_backlog_drains_without_a_restart(
     tmp_path: Path, mosquitto: Mosquitto, tiny_disk: Path
 ) -> None:
     assert disk_full_episode(tmp_path, mosquitto, tiny_disk).drained_after_freeing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: while the disk is full, every failed outbox delete or compact() raises in the "
-    "uplink loop, which drops and re-opens the MQTT connection and resends the whole backlog, "
-    "many times a second (the housekeeping of one device turns into a reconnect storm). Fix: "
-    "catch OutboxError/sqlite3 errors of delete() and compact() in the uplink, log them "
-    "rate-limited and keep the connection.",
-)
 def test_a_full_disk_does_not_make_the_uplink_reconnect_in_a_loop(
     tmp_path: Path, mosquitto: Mosquitto, tiny_disk: Path
 ) -> None:

@@ -1,6 +1,7 @@
 """Focused faults on a real broker: hostile traffic on every subscribed topic, and a full outbox.
 
-Also two findings of the chaos harness, as strict xfails (see each reason): they pass once fixed.
+Also two findings of the chaos harness, now fixed: malformed acks are logged without their
+content, and acks delete only inside the batch they answer (batch ids carry a random part).
 """
 
 from __future__ import annotations
@@ -166,12 +167,6 @@ def test_full_outbox_keeps_scans_evicts_footfall_and_reports_it(
     assert not report.ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Uplink._on_message logs a malformed ack with exc.errors()[:1], which carries the "
-    "whole input: one 1.1 MB hostile ack writes a 1.1 MB log line on the store PC (fix: log "
-    "len(payload) and e['type']/e['loc']/e['msg'] only, or errors(include_input=False)).",
-)
 def test_an_oversized_hostile_ack_does_not_flood_the_agent_log(
     tmp_path: Path, mosquitto: Mosquitto, rogue: Rogue, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -191,14 +186,6 @@ def test_an_oversized_hostile_ack_does_not_flood_the_agent_log(
     assert longest < 10_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a malformed event in a rogue batch on a device's events topic is dead-lettered AND "
-    "its seq is acked (validate._validate_slowly adds it to settled_seqs); the agent deletes "
-    "whatever the ack names (Uplink._process_acks ignores the batch id), so an event it has not "
-    "even sent is deleted and never stored. Fix: the agent deletes only seqs inside the range of "
-    "an in-flight batch whose (unguessable) id the ack names.",
-)
 def test_a_malformed_rogue_event_cannot_make_the_device_drop_an_unsent_event(
     tmp_path: Path, mosquitto: Mosquitto, rogue: Rogue, store: tuple[str, CentralStore]
 ) -> None:

@@ -160,10 +160,15 @@ def test_broker_queue_overflow_is_made_harmless_by_end_to_end_acks(tmp_path: Pat
         ingest.stop()  # persistent session: the broker queues for it, but only 5 messages
         state = tmp_path / "edge"
         agent = run_agent(
-            tmp_path, device_doc(state, broker.port, rate=5000, total=3000, batch=50, ack_timeout_s=1)
+            tmp_path,
+            device_doc(
+                state, broker.port, rate=5000, total=3000, batch=50, ack_timeout_s=1, max_inflight_batches=100
+            ),
         )
         try:
-            wait_until(lambda: agent.uplink.stats.events_sent >= 3000, what="everything published")
+            wait_until(
+                lambda: agent.uplink.stats.events_sent >= 3000, timeout=60, what="everything published"
+            )
             time.sleep(0.5)
             ingest = Ingest(store, BrokerSettings(port=broker.port), client_id="slow-ingest")
             ingest.start()
