@@ -320,12 +320,13 @@ class NetProxy:
                         await asyncio.sleep(self._rng.uniform(0, p.stall_max_s))
                 if conn.closed or conn.poisoned:
                     continue  # cut, or blackholed while this chunk waited
-                dst.write(data)
-                await dst.drain()
+                # Counted before the write, so a peer that received them sees them counted.
                 if direction == "up":
                     self.stats.bytes_up += len(data)
                 else:
                     self.stats.bytes_down += len(data)
+                dst.write(data)
+                await dst.drain()
 
 
 def parse_script(text: str) -> list[tuple[Mode, float]]:
