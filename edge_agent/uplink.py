@@ -41,6 +41,10 @@ from sync.wire import EventAck
 log = logging.getLogger(__name__)
 
 CONNACK_TIMEOUT_S = 10.0
+RECONNECT_GRACE_S = 3.0
+# A batch still unacknowledged after a resend waits twice as long before the next, up to this
+# many ack timeouts: a saturated central side is not answered with ever more resends.
+MAX_RESEND_BACKOFF = 8
 COMPACT_EVERY_S = 5.0
 
 
@@ -235,10 +239,14 @@ class Uplink:
         self.stats.connects += 1
         client.subscribe([(self._acks_topic, 1), (self._config_topic, 1)])
         client.publish(self._status_topic, orjson.dumps(self.online_message()), qos=1, retain=True)
-        # Timers restart now: acks for what was in flight may still be on their way.
-        now = time.monotonic()
+        # Acks for what was in flight may still be queued for us; give them a short grace, then
+        # resend. Waiting a full ack timeout would make every broker restart cost that long: a
+        # message published while no ingest was subscribed is never delivered to it.
+        grace = min(self.sync.ack_timeout_s, RECONNECT_GRACE_S)
+        restart = time.monotonic() - self.sync.ack_timeout_s + grace
         for b in self._inflight.values():
-            b.sent_at = now
+            b.sent_at = restart
+            b.attempts = 1
         log.info("connected to %s:%s as %s", self.mqtt.host, self.mqtt.port, self.client_id)
         return True
 
@@ -350,12 +358,15 @@ class Uplink:
             return
         now = time.monotonic()
         for bid, b in list(self._inflight.items()):
-            if now - b.sent_at < self.sync.ack_timeout_s:
+            backoff = min(2 ** (b.attempts - 1), MAX_RESEND_BACKOFF)
+            if now - b.sent_at < self.sync.ack_timeout_s * backoff:
                 continue
             rows = self.outbox.read_range(b.lo, b.hi)
             if not rows:  # acked through another batch, or evicted
                 del self._inflight[bid]
                 continue
+            if not self._bucket.take(len(rows)):
+                return  # resends count against the drain rate too
             if not self._publish(bid, [body for _, body in rows]):
                 return
             b.sent_at = now
@@ -366,6 +377,8 @@ class Uplink:
     def _send_more(self) -> None:
         limit = self.sync.batch_max_events
         while len(self._inflight) < self.sync.max_inflight_batches:
+            if self._cursor >= self.outbox.next_seq - 1:
+                return  # nothing new: skip the query
             rows = self.outbox.read_after(self._cursor, limit)
             if not rows:
                 return

@@ -127,7 +127,7 @@ class Ingest:
             c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(1, 10)
+        c.reconnect_delay_set(1, 4)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
