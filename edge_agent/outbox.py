@@ -395,8 +395,10 @@ class SqliteOutbox:
         free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
         total = int(c.execute("PRAGMA page_count").fetchone()[0])
         if free > 256 and (self._rows == 0 or free * 10 > total * 9):
-            # executescript steps the pragma to completion; execute() frees a single page.
-            c.executescript(f"PRAGMA incremental_vacuum({int(max_pages)});")
+            # executescript steps the pragma to completion; execute() frees a single page. An
+            # empty outbox gives everything back at once; otherwise in steps, between sends.
+            pages = 0 if self._rows == 0 else int(max_pages)
+            c.executescript(f"PRAGMA incremental_vacuum({pages});")
             free = int(c.execute("PRAGMA freelist_count").fetchone()[0])
         if self._rows == 0 or free == 0:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
