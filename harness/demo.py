@@ -27,7 +27,6 @@ from harness.broker import Mosquitto, mosquitto_binary
 from sync.central.ingest import BrokerSettings, Ingest
 from sync.central.stores import open_central_store
 
-
 DOOR: dict[str, Any] = {"width": 640, "height": 360, "fps": 12.5, "seed": 0}
 DOOR_SCENE = door_scene("busy", **DOOR)
 

@@ -8,8 +8,8 @@ Prints one JSON line: events acked, seconds, peak RSS, outbox bytes before and a
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 import time
 from pathlib import Path
