@@ -27,49 +27,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
 import psutil  # type: ignore[import-untyped]  # noqa: E402
 
-from edge_agent.outbox import SqliteOutbox  # noqa: E402
 from harness.broker import Mosquitto  # noqa: E402
+from harness.processes import prefill_outbox, start_ingest  # noqa: E402
 from sync.central.stores import open_central_store  # noqa: E402
-from sync.ids import uuid7  # noqa: E402
-
-
-def prefill(path: Path, n: int, store: str, device: str) -> None:
-    ob = SqliteOutbox(path, synchronous="NORMAL")
-    seq = ob.next_seq
-    ts = time.time()
-    iso = datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-    rows = []
-    for i in range(n):
-        body = orjson.dumps(
-            {
-                "id": str(uuid7()),
-                "store": store,
-                "device": device,
-                "seq": seq,
-                "ts": iso,
-                "kind": "scan",
-                "payload": {
-                    "camera": "till-1",
-                    "code_kind": "product",
-                    "text": f"https://shop.example/p/{i:08d}",
-                    "fields": {"sku": f"{i:08d}"},
-                },
-            }
-        )
-        rows.append(("scan", ts, body))
-        seq += 1
-    ob.append_bodies(rows)
-    ob.close()
 
 
 @contextmanager
@@ -119,24 +87,8 @@ def run_one(args: argparse.Namespace, tmp: Path, template: Path, workers: int) -
             group = f"scale{workers}"
             for w in range(workers):
                 ingests.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "sync.central",
-                            "--log-level",
-                            "WARNING",
-                            "ingest",
-                            "--store",
-                            url,
-                            "--broker",
-                            f"127.0.0.1:{broker.port}",
-                            "--group",
-                            group,
-                            "--client-id",
-                            f"{group}-ingest-{w}",
-                        ],
-                        cwd=ROOT,
+                    start_ingest(
+                        url, f"127.0.0.1:{broker.port}", client_id=f"{group}-ingest-{w}", group=group
                     )
                 )
             time.sleep(1.5)  # connect and subscribe
@@ -229,7 +181,7 @@ def main() -> int:
     template.mkdir()
     print(f"pre-filling {args.devices} outboxes with {args.events:,} events each ...", flush=True)
     for i in range(args.devices):
-        prefill(template / f"d{i}.db", args.events, "scaleout", f"d{i}")
+        prefill_outbox(template / f"d{i}.db", args.events, "scaleout", f"d{i}")
     results = []
     try:
         for w in [int(x) for x in args.workers.split(",")]:

@@ -16,50 +16,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import orjson  # noqa: E402
 
-from edge_agent.outbox import SqliteOutbox  # noqa: E402
 from harness.broker import Mosquitto  # noqa: E402
-from sync.ids import uuid7  # noqa: E402
-
-
-def prefill(path: Path, n: int, store: str, device: str) -> float:
-    ob = SqliteOutbox(path, synchronous="NORMAL")
-    t0 = time.perf_counter()
-    seq = ob.next_seq
-    chunk = 50_000
-    ts = time.time()
-    iso = datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-    for start in range(0, n, chunk):
-        rows = []
-        for i in range(start, min(n, start + chunk)):
-            body = orjson.dumps(
-                {
-                    "id": str(uuid7()),
-                    "store": store,
-                    "device": device,
-                    "seq": seq,
-                    "ts": iso,
-                    "kind": "scan",
-                    "payload": {
-                        "camera": "till-1",
-                        "code_kind": "product",
-                        "text": f"https://shop.example/p/{i:08d}",
-                        "fields": {"sku": f"{i:08d}"},
-                    },
-                }
-            )
-            rows.append(("scan", ts, body))
-            seq += 1
-        ob.append_bodies(rows)
-    ob.close()
-    return time.perf_counter() - t0
+from harness.processes import prefill_outbox, start_ingest  # noqa: E402
 
 
 def central_count(url: str) -> tuple[int, int]:
@@ -111,30 +75,12 @@ def main() -> int:
     ingests: list[subprocess.Popen[bytes]] = []
     try:
         print(f"pre-filling outbox with {args.events:,} events ...", flush=True)
-        fill_s = prefill(tmp / "outbox.db", args.events, "bench", "d1")
+        fill_s = prefill_outbox(tmp / "outbox.db", args.events, "bench", "d1")
         print(f"  {fill_s:.1f}s ({args.events / fill_s:,.0f} events/s appended)", flush=True)
         # Create the schema once before several workers race to.
         count_rows(url)
         for w in range(args.workers):
-            ingests.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "sync.central",
-                        "--log-level",
-                        "WARNING",
-                        "ingest",
-                        "--store",
-                        url,
-                        "--broker",
-                        f"127.0.0.1:{broker.port}",
-                        "--client-id",
-                        f"bench-ingest-{w}",
-                    ],
-                    cwd=ROOT,
-                )
-            )
+            ingests.append(start_ingest(url, f"127.0.0.1:{broker.port}", client_id=f"bench-ingest-{w}"))
         time.sleep(1.5)  # let the ingest connect and subscribe
         import psutil
 

@@ -59,6 +59,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from harness.broker import Mosquitto
 from harness.invariants import DeviceSnapshot, OutboxView, ledger_count, read_outbox
 from harness.netproxy import LinkParams, Mode, NetProxy, ProxyLoop
+from harness.processes import ingest_argv
 from sync import topics
 from sync.central.stores import open_central_store
 
@@ -255,13 +256,16 @@ class IngestProc(_Proc):
         self.commit_crashes = 0
 
     def start(self, *, crash_after_commits: int | None = None) -> None:
-        argv = [
-            sys.executable, "-m", "sync.central", "--log-level", "WARNING", "ingest",
-            "--store", self.store_url, "--broker", f"127.0.0.1:{self.broker.port}",
-            "--group", self.group, "--client-id", self.client_id,
-        ]  # fmt: skip
-        if crash_after_commits is not None:
-            argv += ["--fault-crash-after-commits", str(crash_after_commits)]
+        extra = (
+            [] if crash_after_commits is None else ["--fault-crash-after-commits", str(crash_after_commits)]
+        )
+        argv = ingest_argv(
+            self.store_url,
+            f"127.0.0.1:{self.broker.port}",
+            client_id=self.client_id,
+            group=self.group,
+            extra=extra,
+        )
         self._spawn(argv)
         if crash_after_commits is not None:
             self.expected_down = True  # it is meant to die by itself
@@ -792,9 +796,12 @@ def hostile_messages(store: str, device: str, rng: random.Random) -> Iterator[tu
     yield "events: empty", events, b"", True
     yield "events: wrong version", events, orjson.dumps({"v": 2, **batch, "events": [event]}), True
     yield "events: oversized", events, big, True
-    yield "events: spoofed envelope", events, orjson.dumps(
-        {"v": 1, **batch, "device": device + "x", "events": [event]}
-    ), True
+    yield (
+        "events: spoofed envelope",
+        events,
+        orjson.dumps({"v": 1, **batch, "device": device + "x", "events": [event]}),
+        True,
+    )
     yield "events: no events", events, orjson.dumps({"v": 1, **batch, "events": []}), True
     yield "acks: not JSON", acks, b"\xff\xfe" + rng.randbytes(16), False
     yield "acks: wrong version", acks, orjson.dumps({"v": 2, "batch": "x", "seqs": [[1, 10**9]]}), False

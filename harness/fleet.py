@@ -861,6 +861,7 @@ def run_fleet(  # noqa: PLR0912, PLR0915 - the run's phases, in order
     import psutil
 
     from harness.broker import Mosquitto
+    from harness.processes import start_ingest
     from sync.central.stores import open_central_store
 
     if opts.broker and opts.restart_broker_at is not None:
@@ -885,27 +886,8 @@ def run_fleet(  # noqa: PLR0912, PLR0915 - the run's phases, in order
             open_central_store(url).close()  # create the schema before several workers race to
             group = f"fleet{uuid.uuid4().hex[:6]}"
             for w in range(opts.ingest_workers):
-                ingests.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "sync.central",
-                            "--log-level",
-                            "WARNING",
-                            "ingest",
-                            "--store",
-                            url,
-                            "--broker",
-                            f"{host}:{port}",
-                            "--group",
-                            group,
-                            "--client-id",
-                            f"{group}-ingest-{w}",
-                        ],
-                        cwd=ROOT,
-                    )
-                )
+                client_id = f"{group}-ingest-{w}"
+                ingests.append(start_ingest(url, f"{host}:{port}", client_id=client_id, group=group))
             devices = [
                 (f"store-{s:04d}", f"pc-{d}")
                 for s in range(1, opts.stores + 1)

@@ -8,7 +8,6 @@ sequence number and by scan text.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 from device_configs.device import DeviceConfig
 from edge_agent.agent import Agent
 from harness.broker import Mosquitto
+from harness.processes import start_ingest
 from sync.central.ingest import BrokerSettings, Ingest
 from sync.central.stores import open_central_store
 from tests.e2e import (
-    ROOT,
     AgentProcess,
     assert_exactly_once,
     device_doc,
@@ -119,11 +118,7 @@ def test_kill_9_of_the_ingest_between_commit_and_ack(tmp_path: Path, mosquitto: 
     open_central_store(central).close()
 
     def ingest_process(*extra: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "sync.central", "ingest", "--store", central,
-             "--broker", f"127.0.0.1:{mosquitto.port}", "--client-id", "ingest-a", *extra],
-            cwd=ROOT,
-        )  # fmt: skip
+        return start_ingest(central, f"127.0.0.1:{mosquitto.port}", client_id="ingest-a", extra=extra)
 
     doomed = ingest_process("--fault-crash-after-commits", "5")
     state = tmp_path / "edge"
