@@ -134,6 +134,11 @@ class FootfallConfig(StrictModel):
     max_missed_s: float = Field(
         default=0.6, ge=0, le=10, description="How long a track survives without a detection (s)."
     )
+    flux: bool = Field(
+        default=False,
+        description="Experimental: count how many people each tracked crossing holds from the foreground "
+        "area that flows through the line (robust to people merging into one blob).",
+    )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="Optional learned person detector."
     )

@@ -15,6 +15,7 @@ from edge_agent.footfall import lines as line_logic
 from edge_agent.footfall.background import BackgroundModel
 from edge_agent.footfall.blobs import Detection, clean_mask, find_people
 from edge_agent.footfall.detector import PersonDetector, make_detector
+from edge_agent.footfall.flux import FluxEvent, FluxLine
 from edge_agent.footfall.geometry import Line, polygon_mask
 from edge_agent.footfall.sizes import PersonSizeModel
 from edge_agent.footfall.tracker import Track, Tracker
@@ -55,6 +56,12 @@ class MotionCounter:
         self.last_detections: list[Detection] = []
         self.sizes: PersonSizeModel | None = None
         self.lines: list[Line] = []
+        self._flux: dict[str, FluxLine] = {}
+        self._closed_events: list[tuple[str, FluxEvent]] = []
+        self._held: list[tuple[Crossing, float]] = []  # tracker crossings waiting for their flux event
+        self._cross_pos: dict[tuple[int, str], float] = {}  # (track, line) -> along-line index
+        self._unit: dict[str, list[float]] = {}  # flux samples of one person, per line
+        self.flux_events: list[tuple[str, FluxEvent, int, int]] = []  # (line, event, in, out): diagnostics
 
     def reconfigure(self, cfg: FootfallConfig) -> None:
         """Apply a new config; the background is kept unless the analysis size changes."""
@@ -93,6 +100,13 @@ class MotionCounter:
         self._crop = (int(xs_nz.min()), int(ys_nz.min()), int(xs_nz.max()) + 1, int(ys_nz.max()) + 1)
         x0, y0, x1, y1 = self._crop
         self._zone = np.ascontiguousarray(zone[y0:y1, x0:x1])
+        if self.cfg.flux:
+            self._flux = {
+                ln.id: FluxLine(ln, self._crop, margin=0.4 * self.sizes.height(0.5 * (ln.ay + ln.by)))
+                for ln in self.lines
+            }
+        else:
+            self._flux = {}
 
     def _prepare(self, image: U8) -> U8:
         if image.ndim == 2:
@@ -135,6 +149,91 @@ class MotionCounter:
         for tr in ended:
             if not self._absorbed(tr, alive):
                 out += self._finish(tr, frame.t)
+        if not self._flux:
+            return out
+        grey = np.asarray(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), np.uint8)
+        for lid, fl in self._flux.items():
+            self._closed_events += [(lid, ev) for ev in fl.update(grey, mask, frame.t)]
+        return self._reconcile(out, frame.t)
+
+    # --- tracker + flux ---------------------------------------------------------------------
+    _LATE_S = 1.5  # a track's crossing is final up to this long after its body left the line
+
+    def _reconcile(self, crossings: list[Crossing], t: float, final: bool = False) -> list[Crossing]:
+        """Tracker crossings say *whether* people crossed; the flux event around them says how many."""
+        for c in crossings:
+            self._held.append((c, self._cross_pos.pop((c.track, c.line), 0.0)))
+        out: list[Crossing] = []
+        self._closed_events.sort(key=lambda le: le[1].t1)
+        keep: list[tuple[str, FluxEvent]] = []
+        for lid, ev in self._closed_events:
+            if not final and t - ev.t1 < self._LATE_S:
+                keep.append((lid, ev))
+                continue
+            out += self._resolve(lid, ev)
+        self._closed_events = keep
+        # Crossings no flux event claimed (the body never covered the sampled line, e.g. it walked
+        # round a segment end inside the slack) count as one person each.
+        held: list[tuple[Crossing, float]] = []
+        for c, pos in self._held:
+            if final or (t - c.t > self._LATE_S + 0.5 and not self._could_claim(c, pos)):
+                out.append(c)
+            else:
+                held.append((c, pos))
+        self._held = held
+        return out
+
+    def _could_claim(self, c: Crossing, pos: float) -> bool:
+        m = self._match_margin(c.line)
+        evs = [ev for lid, ev in self._closed_events if lid == c.line]
+        evs += self._flux[c.line].open_events()
+        return any(ev.lo - m <= pos <= ev.hi + m for ev in evs)
+
+    def _match_margin(self, lid: str) -> float:
+        ln = next(x for x in self.lines if x.id == lid)
+        return 0.6 * self._sizes.width(0.5 * (ln.ay + ln.by)) / max(self._flux[lid].spacing, 1e-6)
+
+    def unit_flux(self, lid: str) -> float | None:
+        """Area one person sweeps through this line, learned from lone crossings; None until known."""
+        samples = self._unit.get(lid, [])
+        if len(samples) >= 3:
+            return float(np.median(samples))
+        return None
+
+    def _resolve(self, lid: str, ev: FluxEvent) -> list[Crossing]:
+        m = self._match_margin(lid)
+        mine = [(c, p) for c, p in self._held if c.line == lid and ev.lo - m <= p <= ev.hi + m
+                and ev.t0 - 0.5 <= c.t <= ev.t1 + self._LATE_S]
+        if not mine:
+            self.flux_events.append((lid, ev, 0, 0))
+            return []
+        self._held = [h for h in self._held if h not in mine]
+        k_in = [c for c, _ in mine if c.direction == "in"]
+        k_out = [c for c, _ in mine if c.direction == "out"]
+        unit = self.unit_flux(lid)
+        if len(k_in) + len(k_out) == 1:
+            v = ev.pos if k_in else ev.neg
+            other = ev.neg if k_in else ev.pos
+            # A lone track's event teaches the unit if it is about one person's silhouette area
+            # (a generous band around the size model: the flow scale is what is being learned).
+            ln = next(x for x in self.lines if x.id == lid)
+            y = 0.5 * (ln.ay + ln.by)
+            area = self._sizes.height(y) * self._sizes.width(y)
+            if other < 0.3 * v and 0.2 * area < v < 1.5 * area:
+                self._unit.setdefault(lid, []).append(v)
+                self._unit[lid] = self._unit[lid][-25:]
+        out: list[Crossing] = []
+        for ks, flux in ((k_in, ev.pos), (k_out, ev.neg)):
+            if not ks:
+                continue
+            # The tracker says someone crossed; the flux says how many when the tracker saw fewer
+            # (people merged into one blob). Flux never removes a tracked crossing: on real footage
+            # the flow under-reads dark, low-texture bodies, so it is trusted only to add.
+            n = len(ks) if unit is None else max(len(ks), int(flux / unit + 0.5))
+            out += ks
+            out += [Crossing(lid, ks[-1].direction, ks[-1].t, ks[-1].track) for _ in range(n - len(ks))]
+        self.flux_events.append((lid, ev, sum(c.direction == "in" for c in out),
+                                 sum(c.direction == "out" for c in out)))
         return out
 
     def _absorbed(self, tr: Track, alive: list[Track]) -> bool:
@@ -158,6 +257,7 @@ class MotionCounter:
             d = line_logic.step(tr, ln, band, commit)
             if d and tr.hits >= self._tracker.min_hits:
                 out.append(Crossing(ln.id, "in" if d > 0 else "out", t, tr.id))
+                self._note_pos(tr, ln)
         return out
 
     def _finish(self, tr: Track, t: float) -> list[Crossing]:
@@ -168,7 +268,12 @@ class MotionCounter:
             d = line_logic.finish(tr, ln)
             if d:
                 out.append(Crossing(ln.id, "in" if d > 0 else "out", t, tr.id))
+                self._note_pos(tr, ln)
         return out
+
+    def _note_pos(self, tr: Track, ln: Line) -> None:
+        if ln.id in self._flux:
+            self._cross_pos[(tr.id, ln.id)] = self._flux[ln.id].along_index(tr.x, tr.y)
 
     def flush(self) -> list[Crossing]:
         t = max((tr.t for tr in self._tracker.tracks), default=0.0)
@@ -177,4 +282,8 @@ class MotionCounter:
             out += self._finish(tr, t)
         self._tracker.tracks = []
         self.tracks = []
-        return out
+        if not self._flux:
+            return out
+        for lid, fl in self._flux.items():
+            self._closed_events += [(lid, ev) for ev in fl.flush()]
+        return self._reconcile(out, t, final=True)
