@@ -32,14 +32,13 @@ Ident = Annotated[
 
 
 class TlsSettings(StrictModel):
+    """TLS to the broker; the certificate must name `mqtt.host` (it is what gets verified)."""
+
     ca_file: str = Field(min_length=1, max_length=4096, description="CA certificate (PEM) for the broker.")
     cert_file: str | None = Field(
         default=None, max_length=4096, description="Client certificate (PEM), for mutual TLS."
     )
     key_file: str | None = Field(default=None, max_length=4096, description="Client private key (PEM).")
-    server_hostname: str | None = Field(
-        default=None, max_length=253, description="Name to verify in the broker certificate, if not host."
-    )
 
 
 class MqttSettings(StrictModel):

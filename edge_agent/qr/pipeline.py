@@ -72,6 +72,9 @@ class QrPipeline:
             while not ctx.stop.is_set():
                 frame = grabber.get(timeout=0.2)
                 if frame is None:
+                    if grabber.status != ctx.gauges.get("status"):
+                        # A camera that cannot open says why, before any frame (health, rollback).
+                        self._report(ctx, grabber, wall0)
                     if grabber.finished:
                         self._report(ctx, grabber, wall0)
                         if self._return_at_end:
