@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from device_configs.device import DeviceConfig
 from edge_agent import __version__
+from edge_agent.clock import WallClock
 from edge_agent.config_manager import ConfigManager, Running
 from edge_agent.events import encode_event
 from edge_agent.footfall.pipeline import build_footfall_pipeline
@@ -36,6 +37,8 @@ from sync import topics
 from sync.wire import HealthPayload, Payload
 
 log = logging.getLogger(__name__)
+
+CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Agent:
         self.base_dir = base_dir or Path.cwd()
         self.state_dir = (self.base_dir / cfg.state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.clock = WallClock()
         self.outbox = SqliteOutbox(
             self.state_dir / cfg.outbox.path,
             max_bytes=cfg.outbox.max_bytes,
@@ -99,7 +103,7 @@ class Agent:
 
     def emit(self, payload: Payload) -> None:
         """Commit one event to the outbox; returns once it is durable (raises OutboxError if not)."""
-        self.outbox.append([encode_event(self.cfg.store, self.cfg.device, payload)])
+        self.outbox.append([encode_event(self.cfg.store, self.cfg.device, payload, ts=self.clock.now())])
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -278,8 +282,30 @@ class Agent:
                     metrics[f"{name}.{k}"] = v
         return metrics
 
+    def _check_clock(self) -> None:
+        jump = self.clock.jump()
+        if jump is None:
+            return
+        log.warning("the wall clock jumped %+.1f s; event times around now are suspect", jump)
+        try:
+            self.emit(
+                HealthPayload(
+                    status="degraded",
+                    component="clock",
+                    message=f"wall clock jumped {jump:+.1f} s",
+                    metrics={"jump_s": round(jump, 3)},
+                )
+            )
+        except Exception:
+            log.exception("could not record the clock jump")
+
     def _beat(self) -> None:
-        while not self._stop.wait(self.cfg.sync.heartbeat_s):
+        next_beat = time.monotonic() + self.cfg.sync.heartbeat_s
+        while not self._stop.wait(min(CLOCK_CHECK_S, self.cfg.sync.heartbeat_s)):
+            self._check_clock()
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.cfg.sync.heartbeat_s
             try:
                 m = self.health()
                 failing = any(k.endswith(".state") and v == "backoff" for k, v in m.items())

@@ -56,6 +56,7 @@ import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.clock import FAULT_CLOCK_ENV
 from harness.broker import Mosquitto
 from harness.invariants import DeviceSnapshot, OutboxView, ledger_count, read_outbox
 from harness.netproxy import LinkParams, Mode, NetProxy, ProxyLoop
@@ -95,9 +96,11 @@ class _Proc:
         self.expected_down = False
         self.starts = 0
 
-    def _spawn(self, argv: list[str]) -> None:
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=out, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv, cwd=ROOT, stdout=out, stderr=out, start_new_session=True, env=env
+            )
         self.starts += 1
         self.expected_down = False
 
@@ -205,7 +208,13 @@ class AgentProc(_Proc):
 
     def start(self, *, max_rows: int | None = None) -> None:
         self.config_path.write_text(json.dumps(self.doc(max_rows=max_rows)))
-        self._spawn([sys.executable, "-m", "edge_agent", "run", "--config", str(self.config_path)])
+        env = {**os.environ, FAULT_CLOCK_ENV: str(self.clock_skew_path)}
+        self._spawn([sys.executable, "-m", "edge_agent", "run", "--config", str(self.config_path)], env=env)
+
+    @property
+    def clock_skew_path(self) -> Path:
+        """Seconds added to this agent's wall clock (the clock_jump fault writes it)."""
+        return self.workdir / "clock_skew"
 
     def kill9(self) -> None:
         super().kill9()
@@ -629,6 +638,21 @@ def reconnect_storm(lab: Lab, rng: random.Random, duration: float) -> Injection:
     links = frozenset(f"link:{i}" for i in range(len(lab.agents)))
     agents = frozenset(f"agent:{i}" for i in range(len(lab.agents)))
     return Injection("reconnect_storm", "all agents", frozenset({"broker"}) | links | agents, run)
+
+
+@fault("clock_jump")
+def clock_jump(lab: Lab, rng: random.Random, duration: float) -> Injection:
+    """One agent's wall clock jumps (an hour to a day, either way) and comes back after ``duration``."""
+    i, agent = _pick_agent(lab, rng)
+    jump_s = rng.choice((-1, 1)) * rng.uniform(600, 86_400)
+
+    def run() -> dict[str, Any]:
+        agent.clock_skew_path.write_text(f"{jump_s:.3f}")
+        time.sleep(duration)
+        agent.clock_skew_path.write_text("0")
+        return {"jump_s": round(jump_s, 1)}
+
+    return Injection("clock_jump", agent.device, frozenset({f"agent:{i}"}), run)
 
 
 @fault("agent_kill9")
