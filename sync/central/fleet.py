@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import ssl
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,11 +24,11 @@ from typing import Any, Protocol, cast
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from device_configs.hours import OpeningHours
 from sync import topics
+from sync.central.mqtt import central_client
 from sync.central.ops import OpsBroker
 from sync.central.store import FleetRow, FleetStore, FleetUpdate
 from sync.config_wire import ConfigAck
@@ -116,23 +115,10 @@ class FleetService:
         self.broker = broker
         self.updates = 0
         self.connected = threading.Event()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=broker.client_id or f"omni-fleet-{secrets.token_hex(4)}",
-            clean_session=True,
-            protocol=paho.MQTTv311,
+        self._client = central_client(
+            broker, client_id=f"omni-fleet-{secrets.token_hex(4)}", clean_session=True
         )
         c = self._client
-        if broker.username is not None:
-            c.username_pw_set(broker.username, broker.password)
-        if broker.ca_file is not None:
-            c.tls_set(
-                ca_certs=broker.ca_file,
-                certfile=broker.cert_file,
-                keyfile=broker.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
         c.reconnect_delay_set(1, 30)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

@@ -25,12 +25,14 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from sync import topics
+from sync.central.mqtt import BrokerSettings, central_client
 from sync.central.store import DEAD_LETTER_MAX_BYTES, CentralStore, DeadLetter, StoredEvent
 from sync.validate import Rejected, Validated, validate_message
 from sync.wire import MAX_MESSAGE_BYTES, seq_ranges
+
+__all__ = ["BrokerSettings", "Ingest", "IngestStats", "dead_letter"]
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +48,6 @@ class IngestStats:
     connected: bool = False
     connect_refusals: int = 0
     last_error: str = ""
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls: bool = False  # TLS with the system's trusted CAs when no ca_file is given
 
 
 def dead_letter(topic: str, reason: str, raw: bytes) -> DeadLetter:
@@ -96,7 +86,7 @@ class Ingest:
         self.store = store
         self.broker = broker
         self.group = group
-        self.client_id = client_id or f"ingest-{group}-1"
+        self.client_id = client_id or broker.client_id or f"ingest-{group}-1"
         self.max_messages_per_write = max_messages_per_write
         self.max_message_bytes = max_message_bytes
         self.on_write = on_write
@@ -113,18 +103,13 @@ class Ingest:
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=2000)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
+        self._client = central_client(
+            broker,
             client_id=self.client_id,
             clean_session=False,  # queued events wait for us across an ingest restart
-            protocol=paho.MQTTv311,
             manual_ack=True,
         )
         c = self._client
-        if broker.username is not None:
-            c.username_pw_set(broker.username, broker.password)
-        if broker.ca_file is not None or broker.tls:
-            c.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 4)

@@ -10,7 +10,6 @@ retained desired config matches what it runs again and nothing is left "in progr
 from __future__ import annotations
 
 import secrets
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -21,12 +20,12 @@ from typing import Any, Literal
 import orjson
 import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from device_configs.content import config_document, document_hash
 from device_configs.device import DeviceConfig
 from sync import topics
+from sync.central.mqtt import BrokerSettings, central_client
 from sync.config_wire import ConfigAck, ConfigEnvelope, make_envelope, sign
 
 DeviceKey = tuple[str, str]
@@ -37,16 +36,7 @@ def key_str(key: DeviceKey) -> str:
     return f"{key[0]}/{key[1]}"
 
 
-@dataclass(frozen=True)
-class OpsBroker:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    client_id: str | None = None
+OpsBroker = BrokerSettings  # the ops tool's broker connection: same settings as the ingest's
 
 
 class OpsClient:
@@ -61,23 +51,10 @@ class OpsClient:
         self._cond = threading.Condition()
         self._last_message = time.monotonic()
         self._connack: int | None = None
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=broker.client_id or f"omni-ops-{secrets.token_hex(4)}",
-            clean_session=True,
-            protocol=paho.MQTTv311,
+        self._client = central_client(
+            broker, client_id=f"omni-ops-{secrets.token_hex(4)}", clean_session=True
         )
         c = self._client
-        if broker.username is not None:
-            c.username_pw_set(broker.username, broker.password)
-        if broker.ca_file is not None:
-            c.tls_set(
-                ca_certs=broker.ca_file,
-                certfile=broker.cert_file,
-                keyfile=broker.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.connect(broker.host, broker.port, keepalive=30)
