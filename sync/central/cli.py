@@ -42,6 +42,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    fleet = None
+    if args.fleet:
+        # The fleet table (presence, config versions, backlog) from the same process, on its own
+        # connection and its own store handle.
+        from sync.central.fleet import FleetService, as_fleet_store
+
+        fleet_store = open_central_store(args.store)
+        fleet = FleetService(as_fleet_store(fleet_store), _broker(args))
+        fleet.start()
     ingest.start()
     last = 0.0
     while not stop.wait(0.2):
@@ -57,6 +66,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 s.connected,
             )
     ingest.stop()
+    if fleet is not None:
+        fleet.stop()
+        fleet_store.close()
     store.close()
     return 0
 
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--password", default=None)
     p.add_argument("--ca-file", default=None)
     p.add_argument("--progress", type=float, default=0, help="log stats every N seconds")
+    p.add_argument("--fleet", action="store_true", help="also keep the fleet table (presence, versions)")
     p.add_argument(
         "--fault-crash-after-commits",
         type=int,
