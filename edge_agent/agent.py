@@ -32,7 +32,7 @@ from edge_agent.pipeline import Pipeline
 from edge_agent.qr.pipeline import build_qr_pipeline
 from edge_agent.sim.events import SimulatedEventSource
 from edge_agent.supervisor import Supervisor
-from edge_agent.uplink import Uplink
+from edge_agent.uplink import Uplink, link_metrics
 from sync import topics
 from sync.wire import HealthPayload, Payload
 
@@ -257,21 +257,10 @@ class Agent:
     # -- health -----------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        st = self.outbox.stats()
-        up = self.uplink.stats
         disk = shutil.disk_usage(self.state_dir)
         metrics: dict[str, Any] = {
-            "backlog_events": st.events,
-            "backlog_bytes": st.bytes_on_disk,
-            "backlog_oldest_age_s": st.oldest_age_s,
-            "evicted_total": sum(st.evicted.values()),
-            "rejected_total": sum(st.rejected.values()),
-            "outbox_over_capacity": st.over_capacity,
+            **link_metrics(self.outbox, self.uplink.stats),
             "disk_free_bytes": disk.free,
-            "mqtt_connected": up.connected,
-            "mqtt_connects": up.connects,
-            "events_acked": up.events_acked,
-            "resends": up.resends,
             "config_version": self.config.running.version,
             "config_hash": self.config.running.hash[:16],
             "device_time": time.time(),

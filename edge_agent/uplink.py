@@ -72,6 +72,23 @@ class UplinkStats:
     last_error: str = ""
 
 
+def link_metrics(outbox: SqliteOutbox, stats: UplinkStats) -> dict[str, float | int | str | bool | None]:
+    """The backlog and uplink gauges every heartbeat carries."""
+    st = outbox.stats()
+    return {
+        "backlog_events": st.events,
+        "backlog_bytes": st.bytes_on_disk,
+        "backlog_oldest_age_s": st.oldest_age_s,
+        "evicted_total": sum(st.evicted.values()),
+        "rejected_total": sum(st.rejected.values()),
+        "outbox_over_capacity": st.over_capacity,
+        "mqtt_connected": stats.connected,
+        "mqtt_connects": stats.connects,
+        "events_acked": stats.events_acked,
+        "resends": stats.resends,
+    }
+
+
 class TokenBucket:
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate

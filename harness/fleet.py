@@ -67,7 +67,7 @@ from device_configs.device import DeviceConfig, MqttSettings, SyncSettings
 from edge_agent.events import encode_event
 from edge_agent.outbox import SqliteOutbox
 from edge_agent.sim.events import KINDS
-from edge_agent.uplink import Uplink
+from edge_agent.uplink import Uplink, link_metrics
 from sync.wire import FootfallPayload, HealthPayload, Payload, ScanPayload
 
 log = logging.getLogger(__name__)
@@ -353,23 +353,13 @@ class MuxFleet:
     def _heartbeat(self, i: int) -> None:
         """The agent's health event (backlog, connection, counters) and retained status refresh."""
         d = self.devs[i]
-        st = d.outbox.stats()
-        up = d.uplink.stats
-        metrics: dict[str, float | int | str | bool | None] = {
-            "backlog_events": st.events,
-            "backlog_bytes": st.bytes_on_disk,
-            "backlog_oldest_age_s": st.oldest_age_s,
-            "evicted_total": sum(st.evicted.values()),
-            "rejected_total": sum(st.rejected.values()),
-            "outbox_over_capacity": st.over_capacity,
-            "mqtt_connected": up.connected,
-            "mqtt_connects": up.connects,
-            "events_acked": up.events_acked,
-            "resends": up.resends,
+        metrics = link_metrics(d.outbox, d.uplink.stats)
+        over = bool(metrics["outbox_over_capacity"])
+        metrics |= {
             "device_time": time.time(),
             "sim.produced": d.produced_sim,
         }
-        self._emit(d, HealthPayload(status="degraded" if st.over_capacity else "ok", metrics=metrics))
+        self._emit(d, HealthPayload(status="degraded" if over else "ok", metrics=metrics))
         d.uplink.refresh_status()
         self.dirty.add(i)
 
