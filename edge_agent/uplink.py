@@ -60,6 +60,7 @@ class _Inflight:
 @dataclass
 class UplinkStats:
     connected: bool = False
+    subscribed: bool = False  # the broker confirmed the acks/config subscriptions
     connects: int = 0
     connect_failures: int = 0
     batches_sent: int = 0
@@ -228,6 +229,7 @@ class Uplink:
             c = self._client
             c.on_connect = self._on_connect
             c.on_message = self._on_message
+            c.on_subscribe = self._on_subscribe
             c.max_inflight_messages_set(self.sync.max_inflight_batches + 20)
             c.max_queued_messages_set(0)
             c.will_set(self._status_topic, orjson.dumps({"v": 1, "state": "offline"}), qos=1, retain=True)
@@ -254,6 +256,7 @@ class Uplink:
             return False
         self.stats.connected = True
         self.stats.connects += 1
+        self.stats.subscribed = False
         client.subscribe([(self._acks_topic, 1), (self._config_topic, 1)])
         client.publish(self._status_topic, orjson.dumps(self.online_message()), qos=1, retain=True)
         # Acks for what was in flight may still be queued for us; give them a short grace, then
@@ -271,6 +274,7 @@ class Uplink:
         if self.stats.connected:
             log.warning("connection to broker lost: %s", why)
         self.stats.connected = False
+        self.stats.subscribed = False
         self.stats.last_error = why
         self.idle.clear()
         if self._client is not None:
@@ -292,6 +296,12 @@ class Uplink:
         self.stats.connected = False
 
     # -- callbacks (run inside client.loop on this thread) -----------------------------------
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        # Acks and configs reach the device only from here on (the broker confirmed the filters).
+        self.stats.subscribed = not any(r.is_failure for r in reasons)
+        if not self.stats.subscribed:
+            log.error("broker refused the ack/config subscriptions: %s", reasons)
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connack = int(reason.value) if reason.is_failure else 0

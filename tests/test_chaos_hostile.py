@@ -86,7 +86,7 @@ def test_hostile_traffic_on_every_subscribed_topic(
     messages = [*hostile_messages("s1", "d1", rng), *hostile_messages("s1-rogue", "nobody", rng)]
     try:
         wait_until(lambda: len(ledger_numbers(state)) == 300, what="300 events committed")
-        wait_until(lambda: agent.uplink.stats.connected, what="agent connected")
+        wait_until(lambda: agent.uplink.stats.subscribed, what="agent subscribed")
         # Acks and config first, with no ingest running: nothing legitimate can delete anything.
         acks = [m for m in messages if m[1] == topics.ACKS.for_device("s1", "d1")]
         for _label, topic, payload, _dead in acks:
@@ -177,7 +177,8 @@ def test_an_oversized_hostile_ack_does_not_flood_the_agent_log(
     )
     agent.start()
     try:
-        wait_until(lambda: agent.uplink.stats.connected, what="agent connected")
+        # Subscribed, not just connected: an ack published before the SUBACK would never arrive.
+        wait_until(lambda: agent.uplink.stats.subscribed, what="agent subscribed")
         rogue.publish(topics.ACKS.for_device("s1", "d1"), orjson.dumps({"v": 1, "pad": "x" * 1_100_000}))
         wait_until(lambda: agent.uplink.stats.bad_acks >= 1, what="the ack refused")
     finally:
