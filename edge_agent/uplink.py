@@ -152,7 +152,6 @@ class Uplink:
         self._ids = (orjson.dumps(store), orjson.dumps(device))
         self._last_compact = 0.0
         self._warned: dict[str, float] = {}
-        self.idle = threading.Event()  # set while connected with nothing in flight or queued
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -214,9 +213,6 @@ class Uplink:
                 self._resend_timed_out()
                 self._send_more()
                 self._maybe_compact()
-                self.idle.set() if not self._inflight and self._cursor >= self.outbox.next_seq - 1 else (
-                    self.idle.clear()
-                )
             except Exception as exc:
                 log.exception("uplink error; reconnecting")
                 self._lost(f"{type(exc).__name__}: {exc}")
@@ -276,7 +272,6 @@ class Uplink:
         self.stats.connected = False
         self.stats.subscribed = False
         self.stats.last_error = why
-        self.idle.clear()
         if self._client is not None:
             try:
                 self._client.disconnect()
