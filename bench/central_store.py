@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sync.central.store import CentralStore, StoredEvent
 from sync.ids import uuid7_str
+from sync.stored import from_builtins
 
 CODE_KINDS = ("product", "coupon", "member", "other")
 
@@ -35,7 +36,7 @@ def synthetic_scans(n: int, stores: int = 50) -> list[StoredEvent]:
     for i in range(n):
         kind = CODE_KINDS[i % len(CODE_KINDS)]
         events.append(
-            {
+            from_builtins({
                 "id": uuid7_str(),
                 "store": f"store-{i % stores:03d}",
                 "device": f"dev-{i % stores:03d}-a",
@@ -53,7 +54,7 @@ def synthetic_scans(n: int, stores: int = 50) -> list[StoredEvent]:
                     "pseudonymised": kind == "member",
                     "fields": {"sku": f"{i:08d}"} if kind == "product" else {},
                 },
-            }
+            })
         )
     return events
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sync.central.store import DeadLetter, EventKey, StoredEvent
+from sync.stored import kind_of
 
 
 class MemoryCentralStore:
@@ -27,8 +28,8 @@ class MemoryCentralStore:
             self.writes += 1
             new = 0
             for ev in events:
-                if ev["id"] not in self.events:
-                    self.events[ev["id"]] = ev
+                if ev.id not in self.events:
+                    self.events[ev.id] = ev
                     new += 1
             self.dead.extend(dead)
             return new
@@ -36,7 +37,7 @@ class MemoryCentralStore:
     def event_keys(self) -> list[EventKey]:
         with self._lock:
             return [
-                EventKey(e["id"], e["store"], e["device"], e["seq"], e["kind"]) for e in self.events.values()
+                EventKey(e.id, e.store, e.device, e.seq, kind_of(e)) for e in self.events.values()
             ]
 
     def count_events(self) -> int:

@@ -133,7 +133,7 @@ class RefusingStore(MemoryCentralStore):
     """A store that is up but refuses any event whose text contains 'poison'."""
 
     def write(self, events: Any, dead: Any = ()) -> int:
-        if any("poison" in str(e["payload"].get("text")) for e in events):
+        if any("poison" in str(getattr(e.payload, "text", None)) for e in events):
             raise ValueError("invalid byte sequence")
         return super().write(events, dead)
 

@@ -34,9 +34,9 @@ from sync.central.store import (
     EventKey,
     FleetRow,
     FleetUpdate,
-    StoredEvent,
 )
 from sync.central.stores import TABLE_OF_KIND, kind_columns
+from sync.stored import FootfallEvent, HealthEvent, ScanEvent, StoredEvent
 
 _SQL_TYPES: Final[dict[str, str]] = {
     "event_id": "uuid",
@@ -198,40 +198,40 @@ def _json(value: dict[str, Any]) -> str:
     return _esc(orjson.dumps(value).decode()) if value else "{}"
 
 
-def _scan_line(e: StoredEvent) -> str:
-    p = e["payload"]
+def _scan_line(e: ScanEvent) -> str:
+    p = e.payload
     return (
-        f"{e['id']}\t{_esc(e['store'])}\t{_esc(e['device'])}\t{int(e['seq'])}\t{_ts(e['ts'])}\t"
-        f"{_esc(p['camera'])}\t{_esc(p['code_kind'])}\t{_esc_null(p.get('rule'))}\t"
-        f"{_esc(p.get('symbology', 'QRCode'))}\t{_esc_null(p.get('text'))}\t"
-        f"{_esc_null(p.get('data_b64'))}\t{_bool(p.get('truncated', False))}\t"
-        f"{_bool(p.get('pseudonymised', False))}\t{_json(p.get('fields') or {})}\n"
+        f"{e.id}\t{_esc(e.store)}\t{_esc(e.device)}\t{int(e.seq)}\t{_ts(e.ts)}\t"
+        f"{_esc(p.camera)}\t{_esc(p.code_kind)}\t{_esc_null(p.rule)}\t"
+        f"{_esc(p.symbology)}\t{_esc_null(p.text)}\t"
+        f"{_esc_null(p.data_b64)}\t{_bool(p.truncated)}\t"
+        f"{_bool(p.pseudonymised)}\t{_json(p.fields)}\n"
     )
 
 
-def _footfall_line(e: StoredEvent) -> str:
-    p = e["payload"]
+def _footfall_line(e: FootfallEvent) -> str:
+    p = e.payload
     return (
-        f"{e['id']}\t{_esc(e['store'])}\t{_esc(e['device'])}\t{int(e['seq'])}\t{_ts(e['ts'])}\t"
-        f"{_esc(p['camera'])}\t{_esc(p['line'])}\t{_ts(p['window_start'])}\t{float(p['window_s'])!r}\t"
-        f"{int(p['in_count'])}\t{int(p['out_count'])}\t{_bool(p['covered'])}\t"
-        f"{float(p['seconds_live'])!r}\t{int(p['frames_processed'])}\t{int(p['frames_dropped'])}\n"
+        f"{e.id}\t{_esc(e.store)}\t{_esc(e.device)}\t{int(e.seq)}\t{_ts(e.ts)}\t"
+        f"{_esc(p.camera)}\t{_esc(p.line)}\t{_ts(p.window_start)}\t{float(p.window_s)!r}\t"
+        f"{int(p.in_count)}\t{int(p.out_count)}\t{_bool(p.covered)}\t"
+        f"{float(p.seconds_live)!r}\t{int(p.frames_processed)}\t{int(p.frames_dropped)}\n"
     )
 
 
-def _health_line(e: StoredEvent) -> str:
-    p = e["payload"]
+def _health_line(e: HealthEvent) -> str:
+    p = e.payload
     return (
-        f"{e['id']}\t{_esc(e['store'])}\t{_esc(e['device'])}\t{int(e['seq'])}\t{_ts(e['ts'])}\t"
-        f"{_esc(p['status'])}\t{_esc(p.get('component', 'agent'))}\t{_esc(p.get('message', ''))}\t"
-        f"{_json(p.get('metrics') or {})}\n"
+        f"{e.id}\t{_esc(e.store)}\t{_esc(e.device)}\t{int(e.seq)}\t{_ts(e.ts)}\t"
+        f"{_esc(p.status)}\t{_esc(p.component)}\t{_esc(p.message)}\t"
+        f"{_json(p.metrics)}\n"
     )
 
 
-_LINE_BUILDERS: Final[dict[str, Callable[[StoredEvent], str]]] = {
-    "scan": _scan_line,
-    "footfall": _footfall_line,
-    "health": _health_line,
+_LINE_BUILDERS: Final[dict[type, tuple[str, Callable[[Any], str]]]] = {
+    ScanEvent: ("scan", _scan_line),
+    FootfallEvent: ("footfall", _footfall_line),
+    HealthEvent: ("health", _health_line),
 }
 
 
@@ -239,12 +239,14 @@ def encode_copy(events: Sequence[StoredEvent]) -> dict[str, bytes]:
     """The COPY text-format data of a batch, per event kind (exposed for tests and the bench)."""
     lines: dict[str, list[str]] = {}
     for e in events:
-        kind = e["kind"]
         try:
-            build = _LINE_BUILDERS[kind]
+            kind, build = _LINE_BUILDERS[type(e)]
         except KeyError:
-            raise ValueError(f"unknown event kind {kind!r}") from None
-        lines.setdefault(kind, []).append(build(e))
+            raise ValueError(f"not a stored event: {type(e).__name__}") from None
+        kind_lines = lines.get(kind)
+        if kind_lines is None:
+            kind_lines = lines[kind] = []
+        kind_lines.append(build(e))
     return {kind: "".join(kind_lines).encode() for kind, kind_lines in lines.items()}
 
 

@@ -31,7 +31,6 @@ from sync.central.store import (
     EventKey,
     FleetRow,
     FleetUpdate,
-    StoredEvent,
 )
 from sync.central.stores import (
     BOOL_COLUMNS,
@@ -40,6 +39,7 @@ from sync.central.stores import (
     TABLE_OF_KIND,
     kind_columns,
 )
+from sync.stored import FootfallEvent, HealthEvent, ScanEvent, StoredEvent
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -153,66 +153,70 @@ def _json(value: dict[str, Any]) -> str:
     return orjson.dumps(value).decode() if value else "{}"
 
 
-def _scan_row(e: StoredEvent, received_at: str) -> tuple[Any, ...]:
-    p = e["payload"]
+def _scan_row(e: ScanEvent, received_at: str) -> tuple[Any, ...]:
+    p = e.payload
     return (
-        e["id"],
-        e["store"],
-        e["device"],
-        e["seq"],
-        _utc_iso(e["ts"]),
-        p["camera"],
-        p["code_kind"],
-        p.get("rule"),
-        p.get("symbology", "QRCode"),
-        p.get("text"),
-        p.get("data_b64"),
-        p.get("truncated", False),
-        p.get("pseudonymised", False),
-        _json(p.get("fields") or {}),
+        e.id,
+        e.store,
+        e.device,
+        e.seq,
+        _utc_iso(e.ts),
+        p.camera,
+        p.code_kind,
+        p.rule,
+        p.symbology,
+        p.text,
+        p.data_b64,
+        p.truncated,
+        p.pseudonymised,
+        _json(p.fields),
         received_at,
     )
 
 
-def _footfall_row(e: StoredEvent, received_at: str) -> tuple[Any, ...]:
-    p = e["payload"]
+def _footfall_row(e: FootfallEvent, received_at: str) -> tuple[Any, ...]:
+    p = e.payload
     return (
-        e["id"],
-        e["store"],
-        e["device"],
-        e["seq"],
-        _utc_iso(e["ts"]),
-        p["camera"],
-        p["line"],
-        _utc_iso(p["window_start"]),
-        p["window_s"],
-        p["in_count"],
-        p["out_count"],
-        p["covered"],
-        p["seconds_live"],
-        p["frames_processed"],
-        p["frames_dropped"],
+        e.id,
+        e.store,
+        e.device,
+        e.seq,
+        _utc_iso(e.ts),
+        p.camera,
+        p.line,
+        _utc_iso(p.window_start),
+        p.window_s,
+        p.in_count,
+        p.out_count,
+        p.covered,
+        p.seconds_live,
+        p.frames_processed,
+        p.frames_dropped,
         received_at,
     )
 
 
-def _health_row(e: StoredEvent, received_at: str) -> tuple[Any, ...]:
-    p = e["payload"]
+def _health_row(e: HealthEvent, received_at: str) -> tuple[Any, ...]:
+    p = e.payload
     return (
-        e["id"],
-        e["store"],
-        e["device"],
-        e["seq"],
-        _utc_iso(e["ts"]),
-        p["status"],
-        p.get("component", "agent"),
-        p.get("message", ""),
-        _json(p.get("metrics") or {}),
+        e.id,
+        e.store,
+        e.device,
+        e.seq,
+        _utc_iso(e.ts),
+        p.status,
+        p.component,
+        p.message,
+        _json(p.metrics),
         received_at,
     )
 
 
-_ROW_BUILDERS: Final = {"scan": _scan_row, "footfall": _footfall_row, "health": _health_row}
+_ROW_BUILDERS: Final[dict[type, tuple[str, Callable[[Any, str], tuple[Any, ...]]]]] = {
+    ScanEvent: ("scan", _scan_row),
+    FootfallEvent: ("footfall", _footfall_row),
+    HealthEvent: ("health", _health_row),
+}
 
 
 def _insert_sql(kind: str) -> str:
@@ -305,12 +309,14 @@ class SqliteCentralStore:
         received_at = _utc_iso(datetime.now(UTC))
         by_kind: dict[str, list[tuple[Any, ...]]] = {}
         for e in events:
-            kind = e["kind"]
             try:
-                build = _ROW_BUILDERS[kind]
+                kind, build = _ROW_BUILDERS[type(e)]
             except KeyError:
-                raise ValueError(f"unknown event kind {kind!r}") from None
-            by_kind.setdefault(kind, []).append(build(e, received_at))
+                raise ValueError(f"not a stored event: {type(e).__name__}") from None
+            rows = by_kind.get(kind)
+            if rows is None:
+                rows = by_kind[kind] = []
+            rows.append(build(e, received_at))
         dead_rows = [
             (_utc_iso(d.received_at), d.topic, d.reason, d.payload[:DEAD_LETTER_MAX_BYTES], d.size, d.sha256)
             for d in dead

@@ -10,22 +10,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol
+
+from sync.stored import StoredEvent
+
+__all__ = [
+    "DEAD_LETTER_MAX_BYTES",
+    "FLEET_FIELDS",
+    "CentralStore",
+    "DeadLetter",
+    "EventKey",
+    "FleetRow",
+    "FleetStore",
+    "FleetUpdate",
+    "StoredEvent",
+]
 
 # Dead letters keep at most this much of the offending message (plus its full size and hash).
 DEAD_LETTER_MAX_BYTES = 65_536
-
-
-class StoredEvent(TypedDict):
-    """A validated event as the ingest hands it to a store (the wire event, parsed)."""
-
-    id: str  # canonical lower-case UUID text
-    store: str
-    device: str
-    seq: int
-    ts: datetime  # timezone-aware (UTC)
-    kind: str  # "scan" | "footfall" | "health"
-    payload: dict[str, Any]  # the validated payload of that kind (datetimes parsed)
 
 
 @dataclass(frozen=True, slots=True)
