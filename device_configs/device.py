@@ -63,7 +63,12 @@ class MqttSettings(StrictModel):
 
 
 class SyncSettings(StrictModel):
-    batch_max_events: int = Field(default=100, ge=1, le=1000, description="Events per MQTT message.")
+    batch_max_events: int = Field(
+        default=500,
+        ge=1,
+        le=1000,
+        description="Most events per MQTT message (a batch takes what is queued, up to this).",
+    )
     batch_max_bytes: int = Field(
         default=262_144, ge=1024, le=1_000_000, description="Bytes per MQTT message (wire limit 1 MiB)."
     )
