@@ -5,6 +5,11 @@ then PUBACK each MQTT message to the broker (manual acks: a message the ingest t
 committed is redelivered by the broker), then publish an ``acks`` message to each device. Killed
 anywhere in between, the worst outcome is a resend that the upsert on event id absorbs.
 
+Two threads besides paho's, so that the database's own work (SQLite's and psycopg's C code run
+without the GIL) overlaps with the Python work on the next group: the validator validates a group
+and builds its rows (``store.prepare``), the writer writes, commits and acknowledges, one group
+after the other in the order the messages came (PUBACKs must go out in that order).
+
 Several ingest processes share the load through one shared subscription
 (``$share/<group>/omni/v1/+/+/events``); nothing here assumes it is the only one.
 """
@@ -69,6 +74,15 @@ class _Msg:
     qos: int
 
 
+@dataclass
+class _Group:
+    """Validated messages and, when the store can prepare ahead, their rows."""
+
+    messages: list[_Msg]
+    results: list[Validated]
+    prepared: Any = None
+
+
 class Ingest:
     def __init__(
         self,
@@ -101,8 +115,17 @@ class Ingest:
         self._commits = 0
         self.stats = IngestStats()
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=2000)
+        # Validated groups waiting for the writer; small, so back-pressure reaches paho quickly.
+        self._validated: queue.Queue[_Group] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        prepare = getattr(store, "prepare", None)
+        write_prepared = getattr(store, "write_prepared", None)
+        # Stores that can build their rows ahead (both real backends) get them from the validator.
+        self._prepare: Callable[..., Any] | None = None
+        self._write_prepared: Callable[[Any], int] | None = None
+        if callable(prepare) and callable(write_prepared):
+            self._prepare, self._write_prepared = prepare, write_prepared
         self._client = central_client(
             broker,
             client_id=self.client_id,
@@ -122,13 +145,17 @@ class Ingest:
     def start(self) -> None:
         self._client.connect_async(self.broker.host, self.broker.port, keepalive=30)
         self._client.loop_start()
-        self._worker = threading.Thread(target=self._work, name=f"{self.client_id}-writer", daemon=True)
-        self._worker.start()
+        self._threads = [
+            threading.Thread(target=self._validate_loop, name=f"{self.client_id}-validator", daemon=True),
+            threading.Thread(target=self._write_loop, name=f"{self.client_id}-writer", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -161,7 +188,7 @@ class Ingest:
 
     # -- the writer -------------------------------------------------------------------------
 
-    def _write_group(self, group: list[_Msg], results: list[Validated]) -> int | None:
+    def _write_group(self, group: list[_Msg], results: list[Validated], prepared: Any = None) -> int | None:
         """Write a group in one transaction, retrying while the store is down.
 
         A message the store itself refuses (while the store is up) would otherwise block the
@@ -172,6 +199,8 @@ class Ingest:
         attempts = 0
         while True:
             try:
+                if prepared is not None and self._write_prepared is not None:
+                    return self._write_prepared(prepared)
                 return self.store.write(*self._rows(group, results))
             except Exception as exc:  # noqa: BLE001 - never ack what is not stored; retry instead
                 attempts += 1
@@ -219,7 +248,7 @@ class Ingest:
                 self.store.write(*self._rows([m], [results[i]]))
         return new
 
-    def _work(self) -> None:
+    def _validate_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 first = self._queue.get(timeout=0.1)
@@ -231,17 +260,37 @@ class Ingest:
                     group.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            limit = self.max_message_bytes
+            item = _Group(group, [validate_message(m.topic, m.payload, limit) for m in group])
+            if self._prepare is not None:
+                try:
+                    item.prepared = self._prepare(*self._rows(item.messages, item.results))
+                except Exception:  # the writer's plain write path reports and handles it
+                    log.exception("preparing a group of %d messages failed", len(group))
             while not self._stop.is_set():
                 try:
-                    self._handle(group)
+                    self._validated.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def _write_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._validated.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            while not self._stop.is_set():
+                try:
+                    self._handle(item)
                     break
                 except Exception:  # the writer thread must survive; the group is retried
-                    log.exception("ingest failed on a group of %d messages; retrying", len(group))
+                    log.exception("ingest failed on a group of %d messages; retrying", len(item.messages))
                     self._stop.wait(1.0)
 
-    def _handle(self, group: list[_Msg]) -> None:
-        results = [validate_message(m.topic, m.payload, self.max_message_bytes) for m in group]
-        new = self._write_group(group, results)
+    def _handle(self, item: _Group) -> None:
+        group, results = item.messages, item.results
+        new = self._write_group(group, results, item.prepared)
         if new is None:
             return  # stopping: nothing acked, the broker redelivers to the next ingest
         events = [ev for r in results for ev in r.events]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -250,6 +251,14 @@ def encode_copy(events: Sequence[StoredEvent]) -> dict[str, bytes]:
     return {kind: "".join(kind_lines).encode() for kind, kind_lines in lines.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedPostgres:
+    """The COPY data of one write, encoded ahead (see ``PostgresCentralStore.prepare``)."""
+
+    copy_data: dict[str, bytes]
+    dead_rows: list[tuple[Any, ...]]
+
+
 class _LostBeforeCommit(psycopg.OperationalError):
     """The connection died before COMMIT was sent, so nothing of the batch can be committed."""
 
@@ -346,11 +355,19 @@ class PostgresCentralStore:
 
     def write(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> int:
         """Store events and dead letters in one transaction; return how many events were new."""
-        data = encode_copy(events)
+        return self.write_prepared(self.prepare(events, dead))
+
+    def prepare(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> PreparedPostgres:
+        """Encode the COPY data of a write (pure Python, no database access; any thread)."""
         dead_rows = [
             (d.received_at, d.topic, d.reason, d.payload[:DEAD_LETTER_MAX_BYTES], d.size, d.sha256)
             for d in dead
         ]
+        return PreparedPostgres(encode_copy(events), dead_rows)
+
+    def write_prepared(self, prepared: PreparedPostgres) -> int:
+        """COPY, insert and commit a prepared write; return how many events were new."""
+        data, dead_rows = prepared.copy_data, prepared.dead_rows
         with self._lock:
             for attempt in (1, 2):
                 conn = self._connection()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -245,6 +246,14 @@ _UPSERT_FLEET_SQL: Final = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSqlite:
+    """The rows of one write, built ahead (see ``SqliteCentralStore.prepare``)."""
+
+    by_kind: dict[str, list[tuple[Any, ...]]]
+    dead_rows: list[tuple[Any, ...]]
+
+
 class SqliteCentralStore:
     """The CentralStore protocol on one SQLite file (see the module docstring for durability).
 
@@ -306,6 +315,10 @@ class SqliteCentralStore:
 
     def write(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> int:
         """Store events and dead letters in one transaction; return how many events were new."""
+        return self.write_prepared(self.prepare(events, dead))
+
+    def prepare(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> PreparedSqlite:
+        """Build the rows of a write (pure Python, no database access; any thread)."""
         received_at = _utc_iso(datetime.now(UTC))
         by_kind: dict[str, list[tuple[Any, ...]]] = {}
         for e in events:
@@ -321,6 +334,14 @@ class SqliteCentralStore:
             (_utc_iso(d.received_at), d.topic, d.reason, d.payload[:DEAD_LETTER_MAX_BYTES], d.size, d.sha256)
             for d in dead
         ]
+        return PreparedSqlite(by_kind, dead_rows)
+
+    def write_prepared(self, prepared: PreparedSqlite) -> int:
+        """Insert prepared rows in one transaction; return how many events were new.
+
+        The rows stay valid after a failure, so a write can be retried with the same object.
+        """
+        by_kind, dead_rows = prepared.by_kind, prepared.dead_rows
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
