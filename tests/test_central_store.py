@@ -542,3 +542,21 @@ def test_pg_write_raises_while_server_unreachable() -> None:
     # Nothing listens on port 1: connecting fails and write must raise, never report success.
     with pytest.raises(psycopg.OperationalError):
         PostgresCentralStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1)
+
+
+@pytest.mark.postgres
+def test_pg_new_batches_copy_straight_in_and_resends_take_the_staged_path(pg_url: str) -> None:
+    store = PostgresCentralStore(pg_url)
+    try:
+        first = [scan(), footfall(in_count=2), health()]
+        assert store.write(first) == 3
+        assert store.staged_writes == 0  # all new: the direct COPY took it
+        again = [*first, scan()]
+        assert store.write(again) == 1  # the resend's old events are skipped, the new one lands
+        assert store.staged_writes == 1
+        twice = scan()
+        assert store.write([twice, twice]) == 1  # a duplicate inside one batch lands once
+        assert store.staged_writes == 2
+        assert sorted(k.id for k in store.event_keys()) == sorted(e.id for e in [*again, twice])
+    finally:
+        store.close()
