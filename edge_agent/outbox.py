@@ -2,8 +2,31 @@
 
 SQLite in WAL mode with ``synchronous=FULL`` by default, so a committed event survives kill -9 and
 power loss. Events leave only when the central store has acknowledged them (``delete``), or when
-the outbox is full and the per-kind policy evicts them: scans are never evicted; footfall and
-health give way, oldest first, and every eviction is counted.
+the outbox is full (``max_rows``/``max_bytes``) and the capacity policy makes room. In this order,
+inside the append transaction (so a kill -9 at any point leaves all of it or none):
+
+1. **footfall is folded**: unsent footfall windows of the same camera, line, ``covered`` value and
+   UTC hour of ``window_start`` are merged into the one with the lowest sequence number (counts,
+   seconds live and frames summed, the window stretched to cover them all; that event keeps its id,
+   seq and ts). Visitor counts survive, only the time resolution goes, and the hourly report
+   central makes stays exact. The folded-away sequence numbers are gaps at the central side,
+   counted in ``folded``;
+2. **health events are evicted**, oldest first (counted in ``evicted``);
+3. incoming health events are **refused**, all but the newest (counted in ``rejected``): the
+   latest health report (it says why the outbox is full) always gets in;
+4. **footfall windows that may have been sent already are evicted**, oldest first (counted in
+   ``evicted``, with their in/out counts, and kept by seq in ``evicted_footfall`` so a checker can
+   tell whether they landed before the ack got lost).
+
+Scans are never evicted or refused, and neither is an unsent footfall window that nothing could be
+folded into (after folding, one per camera, line, coverage and hour): the outbox goes over its
+limit for them and says so (``over_capacity``).
+
+Never counted twice: an event the uplink may have handed to the broker can have landed centrally
+although its ack has not come back, so it must not be folded into another. The uplink reads what it
+sends with ``read_after(..., mark_sent=True)``, which persists the highest sequence number handed
+out for sending (``sent_mark``, in ``meta``) before returning the rows, under the same lock as the
+appends that fold; only footfall above that mark is folded.
 
 Sequence numbers are per device and never reused. They are handed out from a block reserved in a
 small sidecar file (``<outbox>.seq``), so even an outbox that had to be replaced after corruption
@@ -20,17 +43,30 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 import sqlite_utils
+from pydantic import ValidationError
 from sqlite_utils.migrations import Migrations
+
+from sync.wire import FootfallPayload
 
 log = logging.getLogger(__name__)
 
 SEQ_BLOCK = 100_000
 NEVER_EVICTED = frozenset({"scan"})
+FOLDABLE = "footfall"
+# Most unsent footfall rows one append reads to fold (oldest first): bounds the work of the first
+# fold after a long outage; later appends fold what is left.
+FOLD_SCAN_MAX = 20_000
+# The wire contract's limits on a footfall window (sync.wire.FootfallPayload); a fold that would
+# exceed one starts a new window instead. The merged payload is validated against the model too.
+MAX_WINDOW_S = 86_400.0
+MAX_COUNT = 1_000_000
 Synchronous = Literal["FULL", "NORMAL"]
 
 migrations = Migrations("edge_outbox")
@@ -51,6 +87,16 @@ def m001_outbox(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
 
 
+@migrations()
+def m002_evicted_footfall(db: sqlite_utils.Database) -> None:
+    # Footfall windows evicted after they may have been sent: by seq, with their counts, so a check
+    # can tell the ones that landed centrally (ack lost) from the ones that did not.
+    db.execute(
+        "CREATE TABLE evicted_footfall ("
+        " seq INTEGER PRIMARY KEY, in_count INTEGER NOT NULL, out_count INTEGER NOT NULL)"
+    )
+
+
 class OutboxError(Exception):
     """The outbox cannot take the event (disk full, I/O error); nothing was committed."""
 
@@ -65,7 +111,11 @@ class BacklogStats:
     next_seq: int
     evicted: dict[str, int]
     rejected: dict[str, int]  # new events refused because only scans filled the outbox
-    over_capacity: bool  # scans alone exceed the limit (they are still accepted)
+    over_capacity: bool  # scans (and unfoldable footfall) exceed the limit (they are still accepted)
+    folded: dict[str, int]  # events merged into an earlier one of their kind (their seqs are gaps)
+    footfall_evicted_in: int  # visitor counts of the evicted footfall windows
+    footfall_evicted_out: int
+    sent_mark: int  # highest seq ever handed to the uplink for sending
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +133,139 @@ class NewEvent:
 
     def body(self, seq: int) -> bytes:
         return b"%s%d%s" % (self.head, seq, self.tail)
+
+
+_Row = tuple[int, str, float, int, bytes]  # seq, kind, ts, size, body
+
+
+@dataclass(slots=True)
+class _Room:
+    """What the capacity policy did to the incoming rows of one append."""
+
+    refused: set[int] = field(default_factory=set)  # not stored: seq 0 to the caller
+    absorbed: set[int] = field(default_factory=set)  # folded into an earlier window on arrival
+    rewritten: dict[int, bytes] = field(default_factory=dict)  # incoming windows that absorbed others
+
+
+@dataclass(slots=True)
+class _Shortfall:
+    """Rows and bytes still to free for an append to fit."""
+
+    rows: int
+    bytes: int
+
+    def any(self) -> bool:
+        return self.rows > 0 or self.bytes > 0
+
+    def free(self, rows: int, nbytes: int) -> None:
+        self.rows -= rows
+        self.bytes -= nbytes
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return None if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _counts(body: bytes) -> tuple[int, int]:
+    """(in_count, out_count) of a stored footfall event; (0, 0) if the body is not one."""
+    try:
+        p = orjson.loads(body)["payload"]
+        return int(p["in_count"]), int(p["out_count"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        log.error("outbox: footfall event without readable counts: %r", body[:200])
+        return 0, 0
+
+
+@dataclass(slots=True)
+class _Window:
+    """A footfall window being folded: the stored (or arriving) event and its merged payload."""
+
+    seq: int
+    size: int
+    stored: bool  # a row of the outbox already (else it arrives in this append)
+    doc: dict[str, Any]  # the whole wire event
+    payload: dict[str, Any]  # its payload, merged with whatever it absorbed
+    start: datetime
+    end_ts: float
+    key: tuple[object, ...]  # camera, line, covered, UTC hour of window_start
+
+    @classmethod
+    def parse(cls, seq: int, size: int, body: bytes, *, stored: bool) -> _Window | None:
+        """None for a body that is not a footfall event with a readable window (never folded)."""
+        try:
+            doc = orjson.loads(body)
+            p = doc["payload"]
+            start = _parse_time(p["window_start"])
+            end_ts = None if start is None else start.timestamp() + float(p["window_s"])
+            group = (p["camera"], p["line"], p["covered"])
+            hash(group)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+        if start is None or end_ts is None:
+            return None
+        hour = start.replace(minute=0, second=0, microsecond=0)
+        return cls(seq, size, stored, doc, dict(p), start, end_ts, (*group, hour))
+
+    def absorb(self, other: _Window) -> bool:
+        """Merge ``other`` into this window if the result stays within the wire contract."""
+        a, b = self.payload, other.payload
+        try:
+            start = min(self.start, other.start)
+            end_ts = max(self.end_ts, other.end_ts)
+            window_s = round(end_ts - start.timestamp(), 6)
+            n_in, n_out = int(a["in_count"]) + int(b["in_count"]), int(a["out_count"]) + int(b["out_count"])
+            live = float(a["seconds_live"]) + float(b["seconds_live"])
+            frames = int(a["frames_processed"]) + int(b["frames_processed"])
+            dropped = int(a["frames_dropped"]) + int(b["frames_dropped"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if window_s > MAX_WINDOW_S or n_in > MAX_COUNT or n_out > MAX_COUNT:
+            return False
+        self.payload = {
+            **a,
+            "window_start": start,
+            "window_s": window_s,
+            "in_count": n_in,
+            "out_count": n_out,
+            # Summed; no more than the merged window (only overlapping windows reach that).
+            "seconds_live": min(live, window_s),
+            "frames_processed": frames,
+            "frames_dropped": dropped,
+        }
+        self.start, self.end_ts = start, end_ts
+        return True
+
+    def encode(self) -> bytes | None:
+        """The event with the merged payload, validated against the wire model; same id/seq/ts."""
+        try:
+            payload = FootfallPayload.model_validate(self.payload).model_dump(mode="json")
+        except ValidationError as exc:
+            log.error("outbox: folded footfall window %d does not validate, not folded: %s", self.seq, exc)
+            return None
+        return orjson.dumps({**self.doc, "payload": payload})
+
+
+def _fold_group(members: list[_Window]) -> list[tuple[_Window, list[_Window]]]:
+    """Greedy, in seq order: each window goes into the current target, or starts a new one when
+    the merge would break a limit of the wire contract. Returns targets that absorbed something."""
+    out: list[tuple[_Window, list[_Window]]] = []
+    target, taken = members[0], []
+    for w in members[1:]:
+        if target.absorb(w):
+            taken.append(w)
+            continue
+        if taken:
+            out.append((target, taken))
+        target, taken = w, []
+    if taken:
+        out.append((target, taken))
+    return out
 
 
 class SqliteOutbox:
@@ -103,6 +286,7 @@ class SqliteOutbox:
         self._synchronous = synchronous
         self._lock = threading.Lock()
         self.recovered_from: Path | None = None
+        self._mark_warned = -1e9
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._open(check_on_open)
         self._load_counters()
@@ -186,23 +370,33 @@ class SqliteOutbox:
         rows, size = c.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         self._rows = int(rows)
         self._bytes = int(size)
-        self.evicted = {k[len("evicted_") :]: v for k, v in meta.items() if k.startswith("evicted_")}
-        self.rejected = {k[len("rejected_") :]: v for k, v in meta.items() if k.startswith("rejected_")}
+        self._sent_mark = int(meta.get("sent_mark", 0))
+        self._counters_from(meta)
         if self._next_seq > self._reserved:
             self._reserve(self._next_seq + SEQ_BLOCK)
+
+    def _counters_from(self, meta: dict[str, int]) -> None:
+        def prefixed(prefix: str) -> dict[str, int]:
+            return {k[len(prefix) :]: int(v) for k, v in meta.items() if k.startswith(prefix)}
+
+        self.evicted = prefixed("evicted_")
+        self.rejected = prefixed("rejected_")
+        self.folded = prefixed("folded_")
+        self.footfall_evicted_in = int(meta.get("footfall_evicted_in", 0))
+        self.footfall_evicted_out = int(meta.get("footfall_evicted_out", 0))
 
     # -- appending ----------------------------------------------------------------------------
 
     def append(self, events: Sequence[NewEvent]) -> list[int]:
         """Commit events in one transaction; return their sequence numbers.
 
-        An event refused by the capacity policy (a non-scan event while scans fill the outbox)
-        gets seq 0.
+        An event refused by the capacity policy (a health event while the outbox is full) gets
+        seq 0. A footfall window folded into an earlier one on arrival keeps its (now empty) seq:
+        its counts are committed, inside that earlier window.
         Raises OutboxError when nothing could be committed (e.g. the disk is full).
         """
         with self._lock:
-            seqs: list[int] = []
-            rows: list[tuple[int, str, float, int, bytes]] = []
+            rows: list[_Row] = []
             next_seq = self._next_seq
             incoming_bytes = 0
             for ev in events:
@@ -214,8 +408,14 @@ class SqliteOutbox:
             c = self._conn
             try:
                 c.execute("BEGIN IMMEDIATE")
-                refused = self._make_room(rows, incoming_bytes)
-                keep = [r for r in rows if r[0] not in refused]
+                room = self._make_room(rows, incoming_bytes)
+                keep: list[_Row] = []
+                for row in rows:
+                    seq = row[0]
+                    if seq in room.refused or seq in room.absorbed:
+                        continue
+                    folded = room.rewritten.get(seq)
+                    keep.append(row if folded is None else (seq, row[1], row[2], len(folded), folded))
                 c.executemany("INSERT INTO outbox (seq, kind, ts, size, body) VALUES (?,?,?,?,?)", keep)
                 c.execute(
                     "INSERT INTO meta (key, value) VALUES ('next_seq', ?) "
@@ -233,56 +433,33 @@ class SqliteOutbox:
             self._next_seq = int(next_seq)
             self._rows += len(keep)
             self._bytes += sum(r[3] for r in keep)
-            seqs = [0 if r[0] in refused else r[0] for r in rows]
-            return seqs
+            return [0 if r[0] in room.refused else r[0] for r in rows]
 
     def _load_counters_after_rollback(self) -> None:
-        # Eviction counters may have been bumped in memory inside the failed transaction.
+        # Counters may have been bumped in memory inside the failed transaction.
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        self.evicted = {k[len("evicted_") :]: v for k, v in meta.items() if k.startswith("evicted_")}
-        self.rejected = {k[len("rejected_") :]: v for k, v in meta.items() if k.startswith("rejected_")}
+        self._counters_from(meta)
         rows, size = self._conn.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
         self._rows, self._bytes = int(rows), int(size)
 
-    def _make_room(self, rows: list[tuple[int, str, float, int, bytes]], incoming_bytes: int) -> set[int]:
-        """Evict old footfall/health (oldest first) so the new rows fit; return refused seqs.
+    def _make_room(self, rows: list[_Row], incoming_bytes: int) -> _Room:
+        """Apply the capacity policy (module docstring) so the new rows fit, as far as it may.
 
-        Runs inside the append transaction. Scans are never evicted and never refused.
+        Runs inside the append transaction. Scans and unsent footfall are never evicted or refused.
         """
-        over_rows = self._rows + len(rows) - self.max_rows
-        over_bytes = self._bytes + incoming_bytes - self.max_bytes
-        if over_rows <= 0 and over_bytes <= 0:
-            return set()
-        c = self._conn
-        freed_rows = freed_bytes = 0
-        evicted: dict[str, int] = {}
-        cursor = c.execute("SELECT seq, kind, size FROM outbox WHERE kind != 'scan' ORDER BY seq")
-        victims: list[int] = []
-        for seq, kind, size in cursor:
-            if freed_rows >= over_rows and freed_bytes >= over_bytes:
-                break
-            victims.append(seq)
-            freed_rows += 1
-            freed_bytes += size
-            evicted[kind] = evicted.get(kind, 0) + 1
-        cursor.close()
-        if victims:
-            c.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in victims])
-            self._rows -= freed_rows
-            self._bytes -= freed_bytes
-        refused: set[int] = set()
-        rejected: dict[str, int] = {}
-        still_rows, still_bytes = over_rows - freed_rows, over_bytes - freed_bytes
-        # Incoming non-scan events that still do not fit are refused, newest first kept out.
-        for seq, kind, _ts, size, _body in reversed(rows):
-            if still_rows <= 0 and still_bytes <= 0:
-                break
-            if kind in NEVER_EVICTED:
-                continue
-            refused.add(seq)
-            still_rows -= 1
-            still_bytes -= size
-            rejected[kind] = rejected.get(kind, 0) + 1
+        room = _Room()
+        short = _Shortfall(
+            rows=self._rows + len(rows) - self.max_rows,
+            bytes=self._bytes + incoming_bytes - self.max_bytes,
+        )
+        if not short.any():
+            return room
+        folded = self._fold(rows, room, short)
+        evicted = self._evict_health(short)
+        rejected = self._refuse_health(rows, room, short)
+        lost = self._evict_sent_footfall(short)
+        if lost:
+            evicted[FOLDABLE] = len(lost)
         for kind, n in evicted.items():
             self.evicted[kind] = self.evicted.get(kind, 0) + n
             self._bump_meta(f"evicted_{kind}", self.evicted[kind])
@@ -290,8 +467,145 @@ class SqliteOutbox:
             self.rejected[kind] = self.rejected.get(kind, 0) + n
             self._bump_meta(f"rejected_{kind}", self.rejected[kind])
         if evicted or rejected:
-            log.warning("outbox full: evicted %s, refused new %s (scans are kept)", evicted, rejected)
-        return refused
+            log.warning(
+                "outbox full: evicted %s (footfall in/out %d/%d), refused new %s, folded %d footfall "
+                "windows (scans are kept)",
+                evicted,
+                sum(n_in for _, n_in, _ in lost),
+                sum(n_out for _, _, n_out in lost),
+                rejected,
+                folded,
+            )
+        return room
+
+    def _delete(self, victims: list[tuple[int, int]]) -> None:
+        """Delete rows by (seq, size) inside the current transaction, keeping the gauges right."""
+        self._conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq, _ in victims])
+        self._rows -= len(victims)
+        self._bytes -= sum(size for _, size in victims)
+
+    def _evict_health(self, short: _Shortfall) -> dict[str, int]:
+        """Old health events (and any kind but scans and footfall), oldest first."""
+        if not short.any():
+            return {}
+        evicted: dict[str, int] = {}
+        victims: list[tuple[int, int]] = []
+        cursor = self._conn.execute(
+            "SELECT seq, kind, size FROM outbox WHERE kind != 'scan' AND kind != ? ORDER BY seq", (FOLDABLE,)
+        )
+        for seq, kind, size in cursor:
+            if not short.any():
+                break
+            victims.append((seq, size))
+            short.free(1, size)
+            evicted[kind] = evicted.get(kind, 0) + 1
+        cursor.close()
+        self._delete(victims)
+        return evicted
+
+    def _refuse_health(self, rows: list[_Row], room: _Room, short: _Shortfall) -> dict[str, int]:
+        """Incoming health events (any kind but scans and footfall), newest first; the newest of
+        them is kept whatever it costs: it is the report that says why the outbox is full."""
+        rejected: dict[str, int] = {}
+        others = [r for r in rows if r[1] not in NEVER_EVICTED and r[1] != FOLDABLE]
+        for seq, kind, _ts, size, _body in reversed(others[:-1]):
+            if not short.any():
+                break
+            room.refused.add(seq)
+            short.free(1, size)
+            rejected[kind] = rejected.get(kind, 0) + 1
+        return rejected
+
+    def _evict_sent_footfall(self, short: _Shortfall) -> list[tuple[int, int, int]]:
+        """Footfall windows at or below the sent mark, oldest first: (seq, in, out) of each.
+
+        They may have landed centrally already, so they cannot be folded; they give way, and are
+        recorded by seq with their counts.
+        """
+        if not short.any():
+            return []
+        c = self._conn
+        gone: list[tuple[int, int, int]] = []
+        victims: list[tuple[int, int]] = []
+        cursor = c.execute(
+            "SELECT seq, size, body FROM outbox WHERE kind != 'scan' AND kind = ? AND seq <= ? ORDER BY seq",
+            (FOLDABLE, self._sent_mark),
+        )
+        for seq, size, body in cursor:
+            if not short.any():
+                break
+            gone.append((seq, *_counts(body)))
+            victims.append((seq, size))
+            short.free(1, size)
+        cursor.close()
+        if not gone:
+            return gone
+        self._delete(victims)
+        c.executemany(
+            "INSERT OR REPLACE INTO evicted_footfall (seq, in_count, out_count) VALUES (?, ?, ?)", gone
+        )
+        self.footfall_evicted_in += sum(n_in for _, n_in, _ in gone)
+        self.footfall_evicted_out += sum(n_out for _, _, n_out in gone)
+        self._bump_meta("footfall_evicted_in", self.footfall_evicted_in)
+        self._bump_meta("footfall_evicted_out", self.footfall_evicted_out)
+        return gone
+
+    def _foldable(self, rows: list[_Row]) -> dict[tuple[object, ...], list[_Window]]:
+        """Unsent footfall windows (stored above the sent mark, oldest first, and arriving) by group."""
+        pool: list[_Window | None] = []
+        cursor = self._conn.execute(
+            "SELECT seq, size, body FROM outbox WHERE kind != 'scan' AND kind = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (FOLDABLE, self._sent_mark, FOLD_SCAN_MAX),
+        )
+        for seq, size, body in cursor:
+            pool.append(_Window.parse(seq, size, body, stored=True))
+        cursor.close()
+        pool += [
+            _Window.parse(seq, size, body, stored=False)
+            for seq, kind, _, size, body in rows
+            if kind == FOLDABLE
+        ]
+        groups: dict[tuple[object, ...], list[_Window]] = {}
+        for w in pool:
+            if w is not None:
+                groups.setdefault(w.key, []).append(w)
+        return groups
+
+    def _fold(self, rows: list[_Row], room: _Room, short: _Shortfall) -> int:
+        """Fold unsent footfall windows per camera, line, coverage and UTC hour into the lowest seq
+        of each group; return how many were folded away.
+
+        Folds every group it reads, not just enough for this append: the next appends under the same
+        pressure then find a handful of windows to read instead of the whole backlog again.
+        """
+        updates: list[tuple[bytes, int, int]] = []
+        deletes: list[tuple[int, int]] = []
+        folded = 0
+        for members in self._foldable(rows).values():
+            if len(members) < 2:
+                continue
+            for target, taken in _fold_group(sorted(members, key=lambda w: w.seq)):
+                body = target.encode()
+                if body is None:  # the merge does not validate: leave these windows as they are
+                    continue
+                folded += len(taken)
+                short.free(len(taken), sum(w.size for w in taken) + target.size - len(body))
+                if target.stored:
+                    updates.append((body, len(body), target.seq))
+                    self._bytes += len(body) - target.size
+                else:
+                    room.rewritten[target.seq] = body
+                deletes += [(w.seq, w.size) for w in taken if w.stored]
+                room.absorbed.update(w.seq for w in taken if not w.stored)
+        if not folded:
+            return 0
+        self._conn.executemany("UPDATE outbox SET body = ?, size = ? WHERE seq = ?", updates)
+        self._delete(deletes)
+        self.folded[FOLDABLE] = self.folded.get(FOLDABLE, 0) + folded
+        self._bump_meta(f"folded_{FOLDABLE}", self.folded[FOLDABLE])
+        log.info("outbox full: folded %d footfall windows into earlier ones", folded)
+        return folded
 
     def _bump_meta(self, key: str, value: int) -> None:
         self._conn.execute(
@@ -329,11 +643,57 @@ class SqliteOutbox:
 
     # -- reading and deleting (the uplink) ----------------------------------------------------
 
-    def read_after(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
+    def read_after(self, seq: int, limit: int, *, mark_sent: bool = False) -> list[tuple[int, bytes]]:
+        """Events above ``seq``, oldest first, at most ``limit``.
+
+        ``mark_sent``: the caller is about to publish them. The highest seq returned is persisted
+        as the sent mark before they are returned, under the lock the folding appends take, so a
+        window the broker may have seen is never folded into another (central would count it
+        twice). One small UPDATE per call, and only when the mark moves; its commit is fsynced
+        (``synchronous=FULL``) only when the newly marked range holds footfall, the one kind whose
+        mark matters. If the mark cannot be persisted (disk full), only the rows before the first
+        footfall window in the range are returned: scans and health can go out, footfall waits.
+        """
         with self._lock:
-            return self._conn.execute(
+            rows: list[tuple[int, bytes]] = self._conn.execute(
                 "SELECT seq, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
             ).fetchall()
+            if mark_sent and rows and rows[-1][0] > self._sent_mark:
+                rows = self._mark_sent(rows)
+            return rows
+
+    def _mark_sent(self, rows: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        c = self._conn
+        lo, hi = self._sent_mark, rows[-1][0]
+        first_footfall = c.execute(
+            "SELECT min(seq) FROM outbox WHERE kind != 'scan' AND kind = ? AND seq > ? AND seq <= ?",
+            (FOLDABLE, lo, hi),
+        ).fetchone()[0]
+        relaxed = first_footfall is None and self._synchronous == "FULL"
+        try:
+            if relaxed:
+                c.execute("PRAGMA synchronous=NORMAL")
+            self._bump_meta("sent_mark", hi)
+        except sqlite3.Error as exc:
+            if first_footfall is None:
+                return rows  # nothing the mark protects: send them, mark them next time
+            now = time.monotonic()
+            if now - self._mark_warned >= 30:
+                self._mark_warned = now
+                log.warning(
+                    "cannot persist the sent mark (%s): footfall from seq %d waits", exc, first_footfall
+                )
+            return [r for r in rows if r[0] < first_footfall]
+        finally:
+            if relaxed:
+                with contextlib.suppress(sqlite3.Error):
+                    c.execute("PRAGMA synchronous=FULL")
+        self._sent_mark = hi
+        return rows
+
+    @property
+    def sent_mark(self) -> int:
+        return self._sent_mark
 
     def read_range(self, lo: int, hi: int) -> list[tuple[int, bytes]]:
         with self._lock:
@@ -420,6 +780,21 @@ class SqliteOutbox:
                 evicted=dict(self.evicted),
                 rejected=dict(self.rejected),
                 over_capacity=self._rows > self.max_rows or self._bytes > self.max_bytes,
+                folded=dict(self.folded),
+                footfall_evicted_in=self.footfall_evicted_in,
+                footfall_evicted_out=self.footfall_evicted_out,
+                sent_mark=self._sent_mark,
+            )
+
+    def waiting(self, kind: str) -> int:
+        """Events of one kind (not scans: they are not indexed by kind) waiting in the outbox."""
+        if kind in NEVER_EVICTED:
+            raise ValueError("count scans as stats().events minus the other kinds")
+        with self._lock:
+            return int(
+                self._conn.execute(
+                    "SELECT count(*) FROM outbox WHERE kind != 'scan' AND kind = ?", (kind,)
+                ).fetchone()[0]
             )
 
     def bytes_on_disk(self) -> int:

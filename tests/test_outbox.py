@@ -24,12 +24,12 @@ def scan(n: int) -> ScanPayload:
     return ScanPayload(camera="till", code_kind="product", text=f"p{n}")
 
 
-def footfall(n: int) -> FootfallPayload:
+def footfall(n: int, line: str | None = None) -> FootfallPayload:
     from datetime import UTC, datetime
 
     return FootfallPayload(
         camera="door",
-        line=f"l{n}",
+        line=line or f"l{n}",
         window_start=datetime(2026, 1, 1, tzinfo=UTC),
         window_s=60,
         in_count=n,
@@ -92,40 +92,55 @@ def test_stats_are_exact(tmp_path: Path) -> None:
     ob.close()
 
 
-def test_full_outbox_evicts_oldest_footfall_and_health_never_scans(tmp_path: Path) -> None:
+def test_full_outbox_evicts_health_and_sent_footfall_never_scans_or_unsent_footfall(tmp_path: Path) -> None:
+    # Two footfall windows of different lines: nothing to fold them into.
     ob = SqliteOutbox(tmp_path / "o.db", max_rows=5)
     ob.append([ev(footfall(1)), ev(scan(2)), ev(HealthPayload(status="ok")), ev(footfall(4)), ev(scan(5))])
-    # Two more scans: the two oldest evictable events (seq 1 footfall, seq 3 health) give way.
+    # Two more scans: the health event (seq 3) gives way; the unsent footfall windows stay, and the
+    # outbox goes one over its limit rather than lose a count or a scan.
     assert ob.append([ev(scan(6)), ev(scan(7))]) == [6, 7]
-    assert [s for s, _ in ob.read_after(0, 100)] == [2, 4, 5, 6, 7]
+    assert [s for s, _ in ob.read_after(0, 100)] == [1, 2, 4, 5, 6, 7]
+    st = ob.stats()
+    assert st.evicted == {"health": 1}
+    assert st.rejected == {} and st.folded == {}
+    assert st.over_capacity is True
+    # The uplink hands out seqs 1-2 for sending: footfall 1 may now be at the central store, so it
+    # can give way, with its counts on record (in_count 1).
+    assert [s for s, _ in ob.read_after(0, 2, mark_sent=True)] == [1, 2]
+    assert ob.append([ev(scan(8))]) == [8]
+    assert [s for s, _ in ob.read_after(0, 100)] == [2, 4, 5, 6, 7, 8]
     st = ob.stats()
     assert st.evicted == {"footfall": 1, "health": 1}
-    assert st.rejected == {}
-    # Only one evictable event left; three scans arrive: all accepted, footfall 4 evicted,
-    # and the outbox goes over capacity rather than lose a scan.
-    assert ob.append([ev(scan(8)), ev(scan(9)), ev(scan(10))]) == [8, 9, 10]
-    assert [s for s, _ in ob.read_after(0, 100)] == [2, 5, 6, 7, 8, 9, 10]
+    assert (st.footfall_evicted_in, st.footfall_evicted_out) == (1, 0)
+    # Nothing left to evict: scans are still accepted, and the newest health report gets in too.
+    assert ob.append([ev(scan(9)), ev(HealthPayload(status="degraded"))]) == [9, 10]
+    # Of two health events arriving together, the older is refused and counted.
+    assert ob.append([ev(HealthPayload(status="ok")), ev(HealthPayload(status="degraded"))]) == [0, 12]
     st = ob.stats()
-    assert st.evicted == {"footfall": 2, "health": 1}
-    assert st.over_capacity is True
-    # A new footfall window now has no room and nothing to evict: it is refused and counted.
-    assert ob.append([ev(footfall(11))]) == [0]
-    assert ob.stats().rejected == {"footfall": 1}
+    assert st.evicted == {"footfall": 1, "health": 2}  # health 10 gave way to health 12
+    assert st.rejected == {"health": 1}
     ob.close()
     ob = SqliteOutbox(tmp_path / "o.db", max_rows=5)
-    assert ob.stats().evicted == {"footfall": 2, "health": 1}  # counters are persisted
-    assert ob.stats().rejected == {"footfall": 1}
+    st = ob.stats()
+    assert st.evicted == {"footfall": 1, "health": 2}  # counters are persisted
+    assert st.rejected == {"health": 1}
+    assert (st.footfall_evicted_in, st.footfall_evicted_out, st.sent_mark) == (1, 0, 2)
     ob.close()
 
 
-def test_byte_capacity_is_enforced(tmp_path: Path) -> None:
+def test_byte_capacity_is_enforced_by_folding(tmp_path: Path) -> None:
     ob = SqliteOutbox(tmp_path / "o.db", max_bytes=1 << 16)
-    one = len(ev(footfall(0)).body(1))
+    one = len(ev(footfall(0, "door")).body(1))
     n = (1 << 16) // one + 20
-    ob.append([ev(footfall(i)) for i in range(n)])
+    for i in range(n):  # one window per append, as a counter emits them
+        assert ob.append([ev(footfall(i, "door"))]) == [i + 1]
     st = ob.stats()
     assert st.bytes_payload <= 1 << 16
-    assert st.evicted == {} and st.rejected == {"footfall": n - st.events}
+    assert st.evicted == {} and st.rejected == {}
+    assert st.folded == {"footfall": n - st.events}
+    # Every visitor is still counted (in_count i for window i).
+    total = sum(orjson.loads(body)["payload"]["in_count"] for _, body in ob.read_after(0, n))
+    assert total == sum(range(n))
     ob.close()
 
 
