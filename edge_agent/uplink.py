@@ -401,7 +401,7 @@ class Uplink:
         while len(self._inflight) < self.sync.max_inflight_batches:
             if self._cursor >= self.outbox.next_seq - 1:
                 return  # nothing new: skip the query
-            rows = self.outbox.read_after(self._cursor, limit)
+            rows = self.outbox.read_after(self._cursor, limit, mark_sent=True)  # before publishing
             if not rows:
                 return
             size = 0
