@@ -27,7 +27,7 @@ from edge_agent.clock import WallClock
 from edge_agent.config_manager import ConfigManager, Running
 from edge_agent.events import encode_event
 from edge_agent.footfall.pipeline import build_footfall_pipeline
-from edge_agent.outbox import SqliteOutbox
+from edge_agent.outbox import BacklogStats, SqliteOutbox
 from edge_agent.pipeline import Pipeline
 from edge_agent.qr.pipeline import build_qr_pipeline
 from edge_agent.sim.events import SimulatedEventSource
@@ -38,7 +38,33 @@ from sync.wire import HealthPayload, Payload
 
 log = logging.getLogger(__name__)
 
-CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one
+CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one (and the outbox)
+
+
+@dataclass(frozen=True)
+class OutboxPressure:
+    """The capacity policy's counters, to report what changed since the last outbox report."""
+
+    folded: int = 0  # footfall windows folded into earlier ones
+    evicted_health: int = 0  # health (and any other kind but footfall) evicted
+    evicted_footfall: int = 0  # footfall windows that may have been sent, evicted
+    footfall_in: int = 0  # visitor counts of those
+    footfall_out: int = 0
+    refused: int = 0  # incoming events refused
+
+    @classmethod
+    def of(cls, st: BacklogStats) -> OutboxPressure:
+        return cls(
+            folded=sum(st.folded.values()),
+            evicted_health=sum(n for k, n in st.evicted.items() if k != "footfall"),
+            evicted_footfall=st.evicted.get("footfall", 0),
+            footfall_in=st.footfall_evicted_in,
+            footfall_out=st.footfall_evicted_out,
+            refused=sum(st.rejected.values()),
+        )
+
+    def since(self, before: OutboxPressure) -> OutboxPressure:
+        return OutboxPressure(*(getattr(self, f) - getattr(before, f) for f in self.__dataclass_fields__))
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,10 @@ class Agent:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._emit_lock = threading.Lock()
+        # Outbox reports (health events of component "outbox"): at most one per heartbeat interval.
+        self._outbox_reported = OutboxPressure.of(self.outbox.stats())
+        self._outbox_degraded = False
+        self._outbox_next_report = 0.0
 
     # -- events -----------------------------------------------------------------------------
 
@@ -258,8 +288,12 @@ class Agent:
 
     def health(self) -> dict[str, Any]:
         disk = shutil.disk_usage(self.state_dir)
+        pressure = OutboxPressure.of(self.outbox.stats())
         metrics: dict[str, Any] = {
             **link_metrics(self.outbox, self.uplink.stats),
+            "folded_total": pressure.folded,
+            "footfall_evicted_in": pressure.footfall_in,
+            "footfall_evicted_out": pressure.footfall_out,
             "disk_free_bytes": disk.free,
             "config_version": self.config.running.version,
             "config_hash": self.config.running.hash[:16],
@@ -288,10 +322,79 @@ class Agent:
         except Exception:
             log.exception("could not record the clock jump")
 
+    def check_outbox(self, now: float | None = None) -> HealthPayload | None:
+        """Report the capacity policy at work: a ``degraded`` health event from component
+        ``outbox`` saying what it did (folded, evicted, refused) while the outbox is over its limit
+        or its counters moved, and ``ok`` once it is back. At most one report per heartbeat
+        interval, whatever the append rate; returns the report it emitted, if any."""
+        now = time.monotonic() if now is None else now
+        if now < self._outbox_next_report:
+            return None
+        st = self.outbox.stats()
+        delta = OutboxPressure.of(st).since(self._outbox_reported)
+        if st.over_capacity or delta != OutboxPressure():
+            report = self._outbox_report(st, delta)
+            self._outbox_degraded = True
+        elif self._outbox_degraded:
+            report = HealthPayload(
+                status="ok",
+                component="outbox",
+                message=f"outbox back under its limit ({st.events} events waiting)",
+                metrics={
+                    "events": st.events,
+                    "over_capacity": False,
+                    "folded_total": sum(st.folded.values()),
+                },
+            )
+            self._outbox_degraded = False
+        else:
+            return None
+        self._outbox_next_report = now + self.cfg.sync.heartbeat_s
+        self.emit(report)
+        # What the report itself cost (it may have evicted an older health event) is not news.
+        self._outbox_reported = OutboxPressure.of(self.outbox.stats())
+        return report
+
+    def _outbox_report(self, st: BacklogStats, d: OutboxPressure) -> HealthPayload:
+        waiting = self.outbox.waiting("footfall")
+        state = "outbox full" if st.over_capacity else "outbox was full"
+        message = (
+            f"{state}: folded {d.folded} footfall windows into the {waiting} waiting, "
+            f"evicted {d.evicted_health} health events and {d.evicted_footfall} footfall windows "
+            f"that may have been sent (in {d.footfall_in}, out {d.footfall_out}), "
+            f"refused {d.refused} health events; scans kept ({st.events} events waiting, "
+            f"limit {self.outbox.max_rows} events / {self.outbox.max_bytes} bytes)"
+        )
+        return HealthPayload(
+            status="degraded",
+            component="outbox",
+            message=message,
+            metrics={
+                "over_capacity": st.over_capacity,
+                "events": st.events,
+                "bytes": st.bytes_payload,
+                "max_rows": self.outbox.max_rows,
+                "max_bytes": self.outbox.max_bytes,
+                "footfall_waiting": waiting,
+                "folded": d.folded,
+                "evicted_health": d.evicted_health,
+                "evicted_footfall": d.evicted_footfall,
+                "evicted_footfall_in": d.footfall_in,
+                "evicted_footfall_out": d.footfall_out,
+                "refused": d.refused,
+                "folded_total": sum(st.folded.values()),
+                "evicted_total": sum(st.evicted.values()),
+            },
+        )
+
     def _beat(self) -> None:
         next_beat = time.monotonic() + self.cfg.sync.heartbeat_s
         while not self._stop.wait(min(CLOCK_CHECK_S, self.cfg.sync.heartbeat_s)):
             self._check_clock()
+            try:
+                self.check_outbox()
+            except Exception:
+                log.exception("could not report the outbox state")
             if time.monotonic() < next_beat:
                 continue
             next_beat = time.monotonic() + self.cfg.sync.heartbeat_s

@@ -374,3 +374,58 @@ def test_kill_9_while_folding_loses_or_doubles_no_count(tmp_path: Path) -> None:
     assert st.folded == {"footfall": stored_out - len(ff)}  # every folded seq is counted
     assert st.evicted == {} and st.rejected == {}
     ob.close()
+
+
+def test_the_agent_reports_the_outbox_state_at_most_once_per_interval(tmp_path: Path) -> None:
+    from device_configs.device import DeviceConfig
+    from edge_agent.agent import Agent
+
+    doc = {
+        "store": "s1",
+        "device": "d1",
+        "state_dir": "state",
+        "sync": {"heartbeat_s": 30},
+        "outbox": {"max_rows": 10},
+    }
+    agent = Agent(DeviceConfig.model_validate(doc), base_dir=tmp_path)
+    try:
+        assert agent.check_outbox(now=0.0) is None  # nothing to say
+        for m in range(10):
+            agent.emit(window(m, n_in=m, n_out=1))
+        assert agent.check_outbox(now=1.0) is None  # full, not over: nothing happened yet
+        for n in range(5):  # the first scan makes the ten windows fold into one
+            agent.emit(ScanPayload(camera="till", code_kind="product", text=f"p{n}"))
+        report = agent.check_outbox(now=2.0)
+        assert report is not None and report.status == "degraded" and report.component == "outbox"
+        assert report.message == (
+            "outbox was full: folded 9 footfall windows into the 1 waiting, evicted 0 health events and "
+            "0 footfall windows that may have been sent (in 0, out 0), refused 0 health events; scans kept "
+            "(6 events waiting, limit 10 events / 1073741824 bytes)"
+        )
+        assert report.metrics["folded"] == 9 and report.metrics["folded_total"] == 9
+        # More folding within the interval: no new report (not one per append)...
+        for m in range(10, 16):
+            agent.emit(window(m, n_in=1, n_out=0))
+        # (the fourth window made the target, three waiting windows and itself fold into one)
+        assert agent.outbox.stats().folded == {"footfall": 13}
+        assert agent.check_outbox(now=31.0) is None
+        # ...but one at the next interval, with what happened since the last report.
+        report = agent.check_outbox(now=32.0)
+        assert report is not None and report.status == "degraded"
+        assert report.message.startswith("outbox was full: folded 4 footfall windows into the 3 waiting,")
+        # Capacity back (ops raised the limit): one "ok" once the interval is over, then silence.
+        agent.outbox.max_rows = 1000
+        assert agent.check_outbox(now=61.0) is None
+        report = agent.check_outbox(now=62.0)
+        assert report is not None and report.status == "ok"
+        assert report.message == "outbox back under its limit (10 events waiting)"
+        assert agent.check_outbox(now=200.0) is None
+        health = [d["payload"] for d in rows(agent.outbox).values() if d["kind"] == "health"]
+        assert [(h["component"], h["status"]) for h in health] == [
+            ("outbox", "degraded"),
+            ("outbox", "degraded"),
+            ("outbox", "ok"),
+        ]
+        assert agent.health()["folded_total"] == 13
+    finally:
+        agent.outbox.close()
