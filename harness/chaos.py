@@ -85,6 +85,9 @@ class ChaosSummary:
     lost: int = 0
     duplicated: int = 0
     given_up: int = 0  # footfall/health evicted or refused under disk_full (explained gaps)
+    folded: int = 0  # footfall windows folded into earlier ones under disk_full (explained gaps)
+    # Visitor counts (in + out) over every device: produced, landed, evicted; devices not conserved.
+    footfall: dict[str, int] = field(default_factory=dict)
     kill_window_rescans: int = 0
     dead_letters: int = 0
     violations: list[str] = field(default_factory=list)
@@ -108,6 +111,11 @@ class ChaosSummary:
             "produced": self.produced,
             "lost": self.lost,
             "duplicated": self.duplicated,
+            "folded": self.folded,
+            "footfall_produced": self.footfall.get("produced", 0),
+            "footfall_landed": self.footfall.get("landed", 0),
+            "footfall_evicted": self.footfall.get("evicted", 0),
+            "footfall_not_conserved": self.footfall.get("not_conserved", 0),
             "seed": self.seed,
         }
 
@@ -260,6 +268,8 @@ class Chaos:
         s.rounds = n
         s.produced, s.lost, s.duplicated = report.produced, report.lost, report.duplicated
         s.given_up = sum(d.given_up for d in report.devices)
+        s.footfall = report.footfall_totals()
+        s.folded = s.footfall["folded"]
         s.kill_window_rescans = sum(d.kill_window_rescans for d in report.devices)
         s.dead_letters = report.dead_letters
         s.violations += [f"round {n}: {v}" for v in violations]
@@ -311,6 +321,12 @@ class Chaos:
             f"footfall/health given up by the capacity policy {s.given_up}; "
             f"scans re-made after a kill -9 between commit and ledger {s.kill_window_rescans}; "
             f"dead letters {s.dead_letters} (all injected)"
+        )
+        ff = s.footfall
+        self.out(
+            f"  visitor counts (in + out): produced {ff.get('produced', 0)}, stored {ff.get('landed', 0)}, "
+            f"evicted {ff.get('evicted', 0)}; footfall windows folded {s.folded}; devices whose counts "
+            f"were not conserved {ff.get('not_conserved', 0)}"
         )
         evidence = ", ".join(f"{k} {v}" for k, v in sorted(s.evidence.items()))
         self.out(f"  evidence: {evidence}")

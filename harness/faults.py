@@ -23,7 +23,8 @@ seed replays the same schedule. ``FAULTS`` maps fault types to factories
 ``agent_kill9``             kill -9 of an agent at a random moment, restarted
 ``ingest_kill9``            kill -9 of one ingest worker of the group, restarted
 ``ingest_commit_crash``     a worker SIGKILLs itself between commit and ack (CLI fault flag)
-``disk_full``               the agent's outbox capped (``outbox.max_rows``) while its link is cut
+``disk_full``               the agent's outbox capped (``outbox.max_rows``) while its link is cut:
+                            footfall folded, health evicted, scans kept over capacity
 ``disk_enospc``             a real full disk (a ballast file on the agent's tmpfs; ``Lab(tmpfs_mb=N)``)
 ``hostile``                 malformed, oversized, wrong-version and replayed messages on every
                             subscribed topic (events, acks, config)
@@ -58,6 +59,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.clock import FAULT_CLOCK_ENV
 from harness.broker import Mosquitto
+from harness.footfall_ledger import read_footfall_ledger
 from harness.invariants import DeviceSnapshot, OutboxView, ledger_count, read_outbox
 from harness.netproxy import LinkParams, Mode, NetProxy, ProxyLoop
 from harness.processes import ingest_argv
@@ -141,7 +143,9 @@ class _Proc:
 
 class AgentProc(_Proc):
     """One edge agent in a subprocess, its broker link through ``proxy``, with two simulated
-    sources: scans only (each with a checkable text) and footfall only (evictable)."""
+    sources: scans only (each with a checkable text) and footfall only (folded or evicted under
+    pressure). The agent runs with the footfall ledger tap (``harness.footfall_ledger``), its
+    ledger in the work directory (off the state directory, which ``disk_enospc`` fills)."""
 
     def __init__(
         self,
@@ -209,7 +213,13 @@ class AgentProc(_Proc):
     def start(self, *, max_rows: int | None = None) -> None:
         self.config_path.write_text(json.dumps(self.doc(max_rows=max_rows)))
         env = {**os.environ, FAULT_CLOCK_ENV: str(self.clock_skew_path)}
-        self._spawn([sys.executable, "-m", "edge_agent", "run", "--config", str(self.config_path)], env=env)
+        argv = [sys.executable, "-m", "harness.footfall_ledger", "--ledger", str(self.footfall_ledger_path)]
+        self._spawn([*argv, "run", "--config", str(self.config_path)], env=env)
+
+    @property
+    def footfall_ledger_path(self) -> Path:
+        """Every footfall window the agent committed, with its counts (``harness.footfall_ledger``)."""
+        return self.workdir / "footfall.ledger"
 
     @property
     def clock_skew_path(self) -> Path:
@@ -248,7 +258,13 @@ class AgentProc(_Proc):
             upto_seq=(view.next_seq - 1) if view else 0,
             scan_ledgers=ledgers,
             killed_at={SCAN_SOURCE: list(self.killed_at[SCAN_SOURCE])},
+            folded_at_snapshot=sum(view.folded.values()) if view else None,
         )
+
+    def settled(self, snap: DeviceSnapshot, view: OutboxView | None) -> None:
+        """Fill in what is read after the drain: the outbox's counters and the footfall ledger."""
+        snap.outbox = view
+        snap.footfall = read_footfall_ledger(self.footfall_ledger_path)
 
 
 class IngestProc(_Proc):
@@ -509,19 +525,20 @@ class Lab:
 
     def wait_drained(self, snaps: list[DeviceSnapshot], timeout: float) -> list[str]:
         """Wait until no outbox holds an event at or below its snapshot; returns devices still
-        holding some at the timeout. Fills in each snapshot's outbox view (eviction counters)."""
+        holding some at the timeout. Fills in each snapshot's outbox view (eviction counters) and
+        footfall ledger."""
         pending = dict(zip((s.device for s in snaps), zip(snaps, self.agents, strict=True), strict=True))
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
             for device, (snap, agent) in list(pending.items()):
                 view = agent.outbox()
                 if view is not None and not view.holds_upto(snap.upto_seq):
-                    snap.outbox = view
+                    agent.settled(snap, view)
                     del pending[device]
             if pending:
                 time.sleep(0.1)
         for snap, agent in pending.values():
-            snap.outbox = agent.outbox()
+            agent.settled(snap, agent.outbox())
         return sorted(pending)
 
 
@@ -716,7 +733,8 @@ def ingest_commit_crash(lab: Lab, rng: random.Random, duration: float) -> Inject
 @fault("disk_full")
 def disk_full(lab: Lab, rng: random.Random, duration: float) -> Injection:
     """The outbox capped at a few dozen events while the link is down: scans stay (over capacity),
-    footfall and health give way, every eviction counted. Then the cap is lifted."""
+    unsent footfall is folded, health and footfall that may have been sent give way, every seq
+    given up or folded counted. Then the cap is lifted."""
     i, agent = _pick_agent(lab, rng)
     proxy = lab.proxies[i]
     cap = rng.randint(10, 40)
@@ -725,6 +743,7 @@ def disk_full(lab: Lab, rng: random.Random, duration: float) -> Injection:
         agent.kill9()
         before = agent.outbox()
         given_up_before = before.given_up if before else 0
+        folded_before = sum(before.folded.values()) if before else 0
         with proxy.applied("cut"):
             agent.start(max_rows=cap)
             # Until scans alone exceed the cap (the outbox is over capacity), bounded.
@@ -735,9 +754,10 @@ def disk_full(lab: Lab, rng: random.Random, duration: float) -> Injection:
         agent.start()
         over = during is not None and during.rows > cap
         given_up = (during.given_up if during else 0) - given_up_before
+        folded = (sum(during.folded.values()) if during else 0) - folded_before
         if not over:
             raise FaultCheckFailed(f"{agent.device}: outbox capped at {cap} never went over capacity")
-        return {"cap": cap, "rows": during.rows if during else None, "given_up": given_up}
+        return {"cap": cap, "rows": during.rows if during else None, "given_up": given_up, "folded": folded}
 
     resources = frozenset({f"agent:{i}", f"link:{i}"})
     return Injection("disk_full", agent.device, resources, run)
