@@ -11,16 +11,18 @@ inside the append transaction (so a kill -9 at any point leaves all of it or non
    seq and ts). Visitor counts survive, only the time resolution goes, and the hourly report
    central makes stays exact. The folded-away sequence numbers are gaps at the central side,
    counted in ``folded``;
-2. **health events are evicted**, oldest first (counted in ``evicted``);
-3. incoming health events are **refused**, all but the newest (counted in ``rejected``): the
-   latest health report (it says why the outbox is full) always gets in;
-4. **footfall windows that may have been sent already are evicted**, oldest first (counted in
+2. **health events are evicted**: heartbeats first (the next one supersedes them), then reports
+   of what happened (outbox, config, clock), each oldest first (counted in ``evicted``); then
+   arriving ones are **refused** (counted in ``rejected``). The newest health event of each
+   component always stays: the latest heartbeat and the latest outbox report (it says why the
+   outbox is full) reach central;
+3. **footfall windows that may have been sent already are evicted**, oldest first (counted in
    ``evicted``, with their in/out counts, and kept by seq in ``evicted_footfall`` so a checker can
    tell whether they landed before the ack got lost).
 
 Scans are never evicted or refused, and neither is an unsent footfall window that nothing could be
-folded into (after folding, one per camera, line, coverage and hour): the outbox goes over its
-limit for them and says so (``over_capacity``).
+folded into (after folding, one per camera, line, coverage and hour) nor the newest health event
+of a component: the outbox goes over its limit for them and says so (``over_capacity``).
 
 Never counted twice: an event the uplink may have handed to the broker can have landed centrally
 although its ack has not come back, so it must not be folded into another. The uplink reads what it
@@ -67,6 +69,7 @@ FOLD_SCAN_MAX = 20_000
 # exceed one starts a new window instead. The merged payload is validated against the model too.
 MAX_WINDOW_S = 86_400.0
 MAX_COUNT = 1_000_000
+PRESSURE_LOG_S = 10.0  # the capacity policy at work is logged at most this often (the agent reports it)
 Synchronous = Literal["FULL", "NORMAL"]
 
 migrations = Migrations("edge_outbox")
@@ -170,6 +173,15 @@ def _parse_time(value: object) -> datetime | None:
     except ValueError:
         return None
     return None if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _component(body: bytes) -> str | None:
+    """The component of a stored health event (None if it has none we can read)."""
+    try:
+        component = orjson.loads(body)["payload"]["component"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return component if isinstance(component, str) else None
 
 
 def _counts(body: bytes) -> tuple[int, int]:
@@ -287,6 +299,7 @@ class SqliteOutbox:
         self._lock = threading.Lock()
         self.recovered_from: Path | None = None
         self._mark_warned = -1e9
+        self._pressure_logged = -1e9
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = self._open(check_on_open)
         self._load_counters()
@@ -455,8 +468,7 @@ class SqliteOutbox:
         if not short.any():
             return room
         folded = self._fold(rows, room, short)
-        evicted = self._evict_health(short)
-        rejected = self._refuse_health(rows, room, short)
+        evicted, rejected = self._evict_health(rows, room, short)
         lost = self._evict_sent_footfall(short)
         if lost:
             evicted[FOLDABLE] = len(lost)
@@ -466,15 +478,19 @@ class SqliteOutbox:
         for kind, n in rejected.items():
             self.rejected[kind] = self.rejected.get(kind, 0) + n
             self._bump_meta(f"rejected_{kind}", self.rejected[kind])
-        if evicted or rejected:
+        now = time.monotonic()
+        if (evicted or rejected or folded) and now - self._pressure_logged >= PRESSURE_LOG_S:
+            self._pressure_logged = now
             log.warning(
-                "outbox full: evicted %s (footfall in/out %d/%d), refused new %s, folded %d footfall "
-                "windows (scans are kept)",
-                evicted,
-                sum(n_in for _, n_in, _ in lost),
-                sum(n_out for _, _, n_out in lost),
-                rejected,
-                folded,
+                "outbox over its limit (%d events, limit %d): so far folded %s, evicted %s (footfall "
+                "in/out %d/%d), refused %s; scans are kept",
+                self._rows + len(rows) - len(room.refused) - len(room.absorbed),
+                self.max_rows,
+                self.folded,
+                self.evicted,
+                self.footfall_evicted_in,
+                self.footfall_evicted_out,
+                self.rejected,
             )
         return room
 
@@ -484,37 +500,49 @@ class SqliteOutbox:
         self._rows -= len(victims)
         self._bytes -= sum(size for _, size in victims)
 
-    def _evict_health(self, short: _Shortfall) -> dict[str, int]:
-        """Old health events (and any kind but scans and footfall), oldest first."""
+    def _evict_health(
+        self, rows: list[_Row], room: _Room, short: _Shortfall
+    ) -> tuple[dict[str, int], dict[str, int]]:
+        """Health events (and any kind but scans and footfall) give way, except the newest of each
+        component (agent, outbox, config, clock: a handful), stored or arriving: the device's latest
+        word on each reaches central. Stored ones are evicted first, heartbeats (component
+        ``agent``, superseded by the next one) before reports of what happened, each oldest first;
+        then arriving ones are refused. Returns (evicted, refused) per kind."""
         if not short.any():
-            return {}
+            return {}, {}
+        cursor = self._conn.execute(
+            "SELECT seq, kind, size, body FROM outbox WHERE kind != 'scan' AND kind != ? ORDER BY seq",
+            (FOLDABLE,),
+        )
+        stored = [(seq, kind, size, _component(body)) for seq, kind, size, body in cursor]
+        arriving = [
+            (seq, kind, size, _component(body))
+            for seq, kind, _ts, size, body in rows
+            if kind not in NEVER_EVICTED and kind != FOLDABLE
+        ]
+        newest = {(kind, comp): seq for seq, kind, _, comp in stored + arriving}  # in seq order
+        keep = set(newest.values())
         evicted: dict[str, int] = {}
         victims: list[tuple[int, int]] = []
-        cursor = self._conn.execute(
-            "SELECT seq, kind, size FROM outbox WHERE kind != 'scan' AND kind != ? ORDER BY seq", (FOLDABLE,)
-        )
-        for seq, kind, size in cursor:
+        for seq, kind, size, _ in sorted(
+            (e for e in stored if e[0] not in keep), key=lambda e: (e[3] != "agent", e[0])
+        ):
             if not short.any():
                 break
             victims.append((seq, size))
             short.free(1, size)
             evicted[kind] = evicted.get(kind, 0) + 1
-        cursor.close()
         self._delete(victims)
-        return evicted
-
-    def _refuse_health(self, rows: list[_Row], room: _Room, short: _Shortfall) -> dict[str, int]:
-        """Incoming health events (any kind but scans and footfall), newest first; the newest of
-        them is kept whatever it costs: it is the report that says why the outbox is full."""
-        rejected: dict[str, int] = {}
-        others = [r for r in rows if r[1] not in NEVER_EVICTED and r[1] != FOLDABLE]
-        for seq, kind, _ts, size, _body in reversed(others[:-1]):
+        refused: dict[str, int] = {}
+        for seq, kind, size, _ in reversed(arriving):
             if not short.any():
                 break
+            if seq in keep:
+                continue
             room.refused.add(seq)
             short.free(1, size)
-            rejected[kind] = rejected.get(kind, 0) + 1
-        return rejected
+            refused[kind] = refused.get(kind, 0) + 1
+        return evicted, refused
 
     def _evict_sent_footfall(self, short: _Shortfall) -> list[tuple[int, int, int]]:
         """Footfall windows at or below the sent mark, oldest first: (seq, in, out) of each.
@@ -604,7 +632,6 @@ class SqliteOutbox:
         self._delete(deletes)
         self.folded[FOLDABLE] = self.folded.get(FOLDABLE, 0) + folded
         self._bump_meta(f"folded_{FOLDABLE}", self.folded[FOLDABLE])
-        log.info("outbox full: folded %d footfall windows into earlier ones", folded)
         return folded
 
     def _bump_meta(self, key: str, value: int) -> None:

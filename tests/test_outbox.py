@@ -94,10 +94,11 @@ def test_stats_are_exact(tmp_path: Path) -> None:
 
 def test_full_outbox_evicts_health_and_sent_footfall_never_scans_or_unsent_footfall(tmp_path: Path) -> None:
     # Two footfall windows of different lines: nothing to fold them into.
+    ok = HealthPayload(status="ok")
     ob = SqliteOutbox(tmp_path / "o.db", max_rows=5)
-    ob.append([ev(footfall(1)), ev(scan(2)), ev(HealthPayload(status="ok")), ev(footfall(4)), ev(scan(5))])
-    # Two more scans: the health event (seq 3) gives way; the unsent footfall windows stay, and the
-    # outbox goes one over its limit rather than lose a count or a scan.
+    ob.append([ev(footfall(1)), ev(scan(2)), ev(ok), ev(footfall(4)), ev(ok)])
+    # Two more scans: the older health event (seq 3) gives way; the newest heartbeat and the unsent
+    # footfall windows stay, and the outbox goes one over its limit rather than lose a count or a scan.
     assert ob.append([ev(scan(6)), ev(scan(7))]) == [6, 7]
     assert [s for s, _ in ob.read_after(0, 100)] == [1, 2, 4, 5, 6, 7]
     st = ob.stats()
@@ -112,17 +113,18 @@ def test_full_outbox_evicts_health_and_sent_footfall_never_scans_or_unsent_footf
     st = ob.stats()
     assert st.evicted == {"footfall": 1, "health": 1}
     assert (st.footfall_evicted_in, st.footfall_evicted_out) == (1, 0)
-    # Nothing left to evict: scans are still accepted, and the newest health report gets in too.
+    # Nothing left to evict: scans are still accepted; a new heartbeat replaces the old one.
     assert ob.append([ev(scan(9)), ev(HealthPayload(status="degraded"))]) == [9, 10]
-    # Of two health events arriving together, the older is refused and counted.
-    assert ob.append([ev(HealthPayload(status="ok")), ev(HealthPayload(status="degraded"))]) == [0, 12]
+    assert [s for s, _ in ob.read_after(0, 100)] == [2, 4, 6, 7, 8, 9, 10]
+    # Of two heartbeats arriving together, the older is refused and counted.
+    assert ob.append([ev(ok), ev(HealthPayload(status="degraded"))]) == [0, 12]
     st = ob.stats()
-    assert st.evicted == {"footfall": 1, "health": 2}  # health 10 gave way to health 12
+    assert st.evicted == {"footfall": 1, "health": 3}  # health 3, 5 and 10
     assert st.rejected == {"health": 1}
     ob.close()
     ob = SqliteOutbox(tmp_path / "o.db", max_rows=5)
     st = ob.stats()
-    assert st.evicted == {"footfall": 1, "health": 2}  # counters are persisted
+    assert st.evicted == {"footfall": 1, "health": 3}  # counters are persisted
     assert st.rejected == {"health": 1}
     assert (st.footfall_evicted_in, st.footfall_evicted_out, st.sent_mark) == (1, 0, 2)
     ob.close()

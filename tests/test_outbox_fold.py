@@ -301,16 +301,37 @@ def test_a_folded_event_passes_the_wire_model_and_the_central_validator(tmp_path
 
 
 def test_health_gives_way_before_footfall_that_may_have_been_sent(tmp_path: Path) -> None:
-    ob = SqliteOutbox(tmp_path / "o.db", max_rows=3)
-    ob.append([ev(window(0, n_in=5)), ev(HealthPayload(status="ok")), scan(0)])
-    ob.read_after(0, 3, mark_sent=True)
-    assert ob.append([scan(1)]) == [4]
-    assert sorted(rows(ob)) == [1, 3, 4]
+    beat = HealthPayload(status="ok")
+    ob = SqliteOutbox(tmp_path / "o.db", max_rows=4)
+    ob.append([ev(window(0, n_in=5)), ev(beat), scan(0), ev(beat)])
+    ob.read_after(0, 4, mark_sent=True)
+    assert ob.append([scan(1)]) == [5]  # the older heartbeat goes
+    assert sorted(rows(ob)) == [1, 3, 4, 5]
     assert ob.stats().evicted == {"health": 1}
-    assert ob.append([scan(2)]) == [5]
-    assert sorted(rows(ob)) == [3, 4, 5]
+    assert ob.append([scan(2)]) == [6]  # the newest stays: the sent window goes, counts on record
+    assert sorted(rows(ob)) == [3, 4, 5, 6]
     assert ob.stats().evicted == {"health": 1, "footfall": 1}
     assert ob.stats().footfall_evicted_in == 5
+    ob.close()
+
+
+def test_heartbeats_give_way_first_and_the_newest_report_of_each_component_stays(tmp_path: Path) -> None:
+    ob = SqliteOutbox(tmp_path / "o.db", max_rows=5)
+    report = HealthPayload(status="degraded", component="outbox", message="outbox full")
+    beat = HealthPayload(status="degraded", component="agent")
+    ob.append([ev(report), ev(report), ev(beat), scan(0), ev(beat)])  # seqs 1-5
+    assert ob.append([scan(1)]) == [6]  # the older heartbeat (3) goes first...
+    assert sorted(rows(ob)) == [1, 2, 4, 5, 6]
+    assert ob.append([scan(2)]) == [7]  # ...then the older report (1)
+    assert sorted(rows(ob)) == [2, 4, 5, 6, 7]
+    # The newest heartbeat (5) and outbox report (2) stay: the outbox goes over its limit for them.
+    assert ob.append([scan(3)]) == [8]
+    assert sorted(rows(ob)) == [2, 4, 5, 6, 7, 8]
+    # A new report replaces the older one; so does a new heartbeat.
+    assert ob.append([ev(report)]) == [9]
+    assert ob.append([ev(beat)]) == [10]
+    assert sorted(rows(ob)) == [4, 6, 7, 8, 9, 10]
+    assert ob.stats().evicted == {"health": 4} and ob.stats().rejected == {}
     ob.close()
 
 
