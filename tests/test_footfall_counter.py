@@ -102,6 +102,31 @@ def test_line_logic_pending_crossing_is_final_when_the_track_ends() -> None:
     assert finish(tr, line) == 1
 
 
+def test_line_logic_coasting_back_does_not_undo_an_observed_crossing() -> None:
+    line = Line.from_points("door", 0, 100, 100, 100, direction="up")
+    tr = _track_at(70)  # inside the shop
+    for y in (70, 90, 108, 112):  # seen walking out, stops short of the commit distance
+        tr.y = y
+        assert step(tr, line, band=5, commit=20) == 0
+    for y in (105, 98, 92):  # the blob fades; the extrapolated position drifts back over the line
+        tr.y = y
+        assert step(tr, line, band=5, commit=20, seen=False) == 0
+    assert finish(tr, line) == -1  # counted out
+
+
+def test_line_logic_seen_return_still_cancels_after_coasting() -> None:
+    line = Line.from_points("door", 0, 100, 100, 100, direction="up")
+    tr = _track_at(130)
+    for y in (130, 110, 92):
+        tr.y = y
+        assert step(tr, line, band=5, commit=40) == 0
+    tr.y = 110
+    assert step(tr, line, band=5, commit=40, seen=False) == 0  # coasting back: ignored
+    tr.y = 115
+    assert step(tr, line, band=5, commit=40) == 0  # seen back outside: a U-turn
+    assert finish(tr, line) == 0
+
+
 def test_walking_round_the_end_of_the_segment_is_not_a_crossing() -> None:
     line = Line.from_points("door", 0, 100, 100, 100, direction="up")
     tr = _track_at(130)

@@ -254,7 +254,7 @@ class MotionCounter:
         out: list[Crossing] = []
         band, commit = self._bands(tr)
         for ln in self.lines:
-            d = line_logic.step(tr, ln, band, commit)
+            d = line_logic.step(tr, ln, band, commit, seen=tr.last_seen >= t)
             if d and tr.hits >= self._tracker.min_hits:
                 out.append(Crossing(ln.id, "in" if d > 0 else "out", t, tr.id))
                 self._note_pos(tr, ln)

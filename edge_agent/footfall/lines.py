@@ -20,8 +20,15 @@ def _sign(v: float) -> int:
     return (v > 0) - (v < 0)
 
 
-def step(track: Track, line: Line, band: float, commit: float) -> int:
-    """Update the track's state for ``line``; +1 / -1 when an in / out crossing is now final."""
+def step(track: Track, line: Line, band: float, commit: float, seen: bool = True) -> int:
+    """Update the track's state for ``line``; +1 / -1 when an in / out crossing is now final.
+
+    ``seen``: the track's position comes from a detection in this frame. A coasting track's
+    position is an extrapolation, and it never undoes a crossing that is pending: a person whose
+    blob fades into a dark floor just past the line must not be carried back over it by a velocity
+    that the fading blob itself corrupted (its bottom rising as the legs vanish). A real detection
+    back on the first side still cancels the crossing (U-turn, lingering on the mat).
+    """
     s = line.signed_distance(track.x, track.y)
     st = track.lines.get(line.id)
     if st is None:
@@ -29,6 +36,8 @@ def step(track: Track, line: Line, band: float, commit: float) -> int:
         track.lines[line.id] = st
         return 0
     sign = _sign(s)
+    if not seen and st.side not in (0, st.origin) and sign != st.side:
+        return 0
     if sign not in (0, st.last_sign):
         st.flip_ok = -_SEGMENT_SLACK <= line.along(track.x, track.y) <= 1 + _SEGMENT_SLACK
         st.last_sign = sign
