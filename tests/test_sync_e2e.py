@@ -154,10 +154,13 @@ def test_broker_queue_overflow_is_made_harmless_by_end_to_end_acks(tmp_path: Pat
         assert ingest.wait_connected()
         ingest.stop()  # persistent session: the broker queues for it, but only 5 messages
         state = tmp_path / "edge"
+        # A window wide enough for every event to be published once while the ingest is away: the
+        # uplink sends what the outbox holds at each pass, so batches can be as small as a few
+        # events, and with a narrow window "everything published" would wait on resends.
         agent = run_agent(
             tmp_path,
             device_doc(
-                state, broker.port, rate=5000, total=3000, batch=50, ack_timeout_s=1, max_inflight_batches=100
+                state, broker.port, rate=5000, total=3000, batch=50, ack_timeout_s=1, max_inflight_batches=1000
             ),
         )
         try:
