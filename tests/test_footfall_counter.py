@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from device_configs.footfall import FootfallConfig, LineConfig
+from edge_agent.footfall.blobs import Detection
 from edge_agent.footfall.counter import MotionCounter
 from edge_agent.footfall.geometry import Line
 from edge_agent.footfall.lines import finish, step
-from edge_agent.footfall.tracker import Track
+from edge_agent.footfall.tracker import Track, Tracker
 from edge_agent.sim.footfall_scene import Scene, SceneCamera, door_scene
 
 W, H = 320, 180  # small frames keep the whole file well under a few seconds
@@ -138,3 +139,32 @@ def test_walking_round_the_end_of_the_segment_is_not_a_crossing() -> None:
     tr.y = 60
     assert step(tr, line, band=5, commit=20) == 0
     assert finish(tr, line) == 0
+
+
+def _det(x: float, y: float, h: float = 40.0, w: float = 16.0) -> Detection:
+    return Detection(x, y, w, h, 1)
+
+
+def test_tracker_reacquires_an_established_track_lost_in_empty_space() -> None:
+    tr = Tracker()
+    for k in range(15):  # an established track, standing still
+        tr.update([_det(100.0, 100.0)], k * 0.04)
+    (track,) = tr.tracks
+    for k in range(15, 30):  # its blob fades for 0.6 s
+        tr.update([], k * 0.04)
+    # it reappears 1.1 person heights lower: beyond the plain gate, within the grown one
+    alive, _ = tr.update([_det(100.0, 144.0)], 30 * 0.04)
+    assert [t.id for t in alive] == [track.id]
+
+
+def test_tracker_does_not_stretch_the_gate_of_a_track_hidden_in_another_blob() -> None:
+    tr = Tracker()
+    for k in range(15):  # two established tracks side by side
+        tr.update([_det(100.0, 100.0), _det(112.0, 100.0)], k * 0.04)
+    first = next(t for t in tr.tracks if t.x < 106)
+    for k in range(15, 30):  # merged into one blob that the other track keeps: the first is hidden
+        tr.update([_det(112.0, 100.0, w=40.0)], k * 0.04)
+    assert first.hidden
+    alive, _ = tr.update([_det(112.0, 100.0, w=40.0), _det(100.0, 144.0)], 30 * 0.04)
+    newcomer = next(t for t in alive if abs(t.y - 144.0) < 5)
+    assert newcomer.id != first.id  # a hidden track reappears where it was predicted, not 1.1 heights off

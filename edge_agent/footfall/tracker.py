@@ -4,6 +4,14 @@ Association is greedy on distance between a track's predicted anchor and each de
 measured in person heights so the gate means the same near and far from the camera. A track that
 loses its detection (occluded by another person, merged blob under-counted) coasts on its velocity
 for a short while instead of dying, so it keeps its side of the line.
+
+Where a coasting track is lost matters. Inside someone else's blob it is merged or occluded and
+reappears close to where it is predicted. In empty space its blob has faded (a still person
+learned into the background, dark trousers on a dark floor) and the person may reappear farther
+off: the gate of such a track grows with the time since it was last seen (its position is less
+and less certain), so the person gets their old track back, with its side of the line, instead of
+a new one born on the wrong side. Only established tracks (``reid_min_hits``) are re-acquired that
+way, not fragments.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ class Track:
     vy: float = 0.0
     hits: int = 1
     last_seen: float = 0.0
+    hidden: bool = False  # while coasting: its anchor lies inside someone else's blob
     lines: dict[str, LineState] = field(default_factory=dict)
 
     def predict(self, t: float) -> tuple[float, float]:
@@ -40,10 +49,15 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, *, gate: float = 0.8, max_missed_s: float = 0.6, min_hits: int = 3) -> None:
+    def __init__(
+        self, *, gate: float = 0.8, max_missed_s: float = 0.6, min_hits: int = 3,
+        reid_gain: float = 0.6, reid_min_hits: int = 10,
+    ) -> None:
         self.gate = gate
         self.max_missed_s = max_missed_s
         self.min_hits = min_hits
+        self.reid_gain = reid_gain  # person heights per second of coasting in empty space
+        self.reid_min_hits = reid_min_hits
         self.tracks: list[Track] = []
         self._next = 1
 
@@ -53,11 +67,15 @@ class Tracker:
         preds = [tr.predict(t) for tr in self.tracks]
         for ti, tr in enumerate(self.tracks):
             px, py = preds[ti]
+            gate = self.gate
+            missed = t - tr.last_seen
+            if missed > 0.05 and not tr.hidden and tr.hits >= self.reid_min_hits:
+                gate += self.reid_gain * (missed - 0.04)  # a single missed frame (25 fps) is not "lost"
             for di, d in enumerate(dets):
                 scale = max(d.h, tr.h, 1.0)
                 # horizontal error weighs less: walking people sway and merged blobs are cut unevenly
                 dist = (((px - d.x) * 0.8) ** 2 + (py - d.y) ** 2) ** 0.5 / scale
-                if dist < self.gate:
+                if dist < gate:
                     pairs.append((dist, ti, di))
         pairs.sort()
         used_t: set[int] = set()
@@ -74,6 +92,7 @@ class Tracker:
             if ti not in used_t:
                 tr.x, tr.y = preds[ti]
                 tr.t = t
+                tr.hidden = self._hidden(tr, dets)
                 # damp the coasting velocity so a lost track does not fly off across the line
                 tr.vx *= 0.8
                 tr.vy *= 0.8
@@ -87,6 +106,15 @@ class Tracker:
                 self._next += 1
         self.tracks = alive
         return alive, ended
+
+    @staticmethod
+    def _hidden(tr: Track, dets: list[Detection]) -> bool:
+        """Is the track's anchor inside (or at the edge of) a detected blob's box?"""
+        for d in dets:
+            m = 0.15 * d.h
+            if abs(tr.x - d.x) <= d.w / 2 + m and d.y - d.h - m <= tr.y <= d.y + m:
+                return True
+        return False
 
     @staticmethod
     def _correct(tr: Track, d: Detection, t: float) -> None:
