@@ -160,7 +160,13 @@ def test_broker_queue_overflow_is_made_harmless_by_end_to_end_acks(tmp_path: Pat
         agent = run_agent(
             tmp_path,
             device_doc(
-                state, broker.port, rate=5000, total=3000, batch=50, ack_timeout_s=1, max_inflight_batches=1000
+                state,
+                broker.port,
+                rate=5000,
+                total=3000,
+                batch=50,
+                ack_timeout_s=1,
+                max_inflight_batches=1000,
             ),
         )
         try:
