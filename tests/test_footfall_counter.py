@@ -168,3 +168,14 @@ def test_tracker_does_not_stretch_the_gate_of_a_track_hidden_in_another_blob() -
     alive, _ = tr.update([_det(112.0, 100.0, w=40.0), _det(100.0, 144.0)], 30 * 0.04)
     newcomer = next(t for t in alive if abs(t.y - 144.0) < 5)
     assert newcomer.id != first.id  # a hidden track reappears where it was predicted, not 1.1 heights off
+
+
+def test_tracker_track_lost_in_empty_space_waits_where_it_was_last_seen() -> None:
+    tr = Tracker()
+    for k in range(15):  # walking down 2 px per frame
+        tr.update([_det(100.0, 60.0 + 2 * k)], k * 0.04)
+    (track,) = tr.tracks
+    last_y = track.y
+    for k in range(15, 25):  # the blob fades: nothing detected anywhere
+        tr.update([], k * 0.04)
+    assert abs(track.y - last_y) < 3.0  # not carried on (or back) by the old velocity

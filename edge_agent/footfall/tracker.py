@@ -8,10 +8,11 @@ for a short while instead of dying, so it keeps its side of the line.
 Where a coasting track is lost matters. Inside someone else's blob it is merged or occluded and
 reappears close to where it is predicted. In empty space its blob has faded (a still person
 learned into the background, dark trousers on a dark floor) and the person may reappear farther
-off: the gate of such a track grows with the time since it was last seen (its position is less
-and less certain), so the person gets their old track back, with its side of the line, instead of
-a new one born on the wrong side. Only established tracks (``reid_min_hits``) are re-acquired that
-way, not fragments.
+off: such a track waits where it was last seen (extrapolating a fading blob's velocity carries it
+away: its bottom rises as the legs vanish), and its gate grows with the time since it was last
+seen (its position is less and less certain), so the person gets their old track back, with its
+side of the line, instead of a new one born on the wrong side. Only established tracks
+(``reid_min_hits``) are re-acquired that way, not fragments.
 """
 
 from __future__ import annotations
@@ -90,12 +91,7 @@ class Tracker:
         alive: list[Track] = []
         for ti, tr in enumerate(self.tracks):
             if ti not in used_t:
-                tr.x, tr.y = preds[ti]
-                tr.t = t
-                tr.hidden = self._hidden(tr, dets)
-                # damp the coasting velocity so a lost track does not fly off across the line
-                tr.vx *= 0.8
-                tr.vy *= 0.8
+                self._coast(tr, preds[ti], dets, t)
                 if t - tr.last_seen > self.max_missed_s:
                     ended.append(tr)
                     continue
@@ -106,6 +102,19 @@ class Tracker:
                 self._next += 1
         self.tracks = alive
         return alive, ended
+
+    def _coast(self, tr: Track, pred: tuple[float, float], dets: list[Detection], t: float) -> None:
+        tr.x, tr.y = pred
+        tr.t = t
+        tr.hidden = self._hidden(tr, dets)
+        if tr.hidden:
+            # merged with / behind someone: keep walking, damped so it does not fly off
+            tr.vx *= 0.8
+            tr.vy *= 0.8
+        else:
+            # lost in empty space: the blob faded (the person stopped, or melted into a dark
+            # floor), so the track waits where it was last seen while its gate grows
+            tr.vx = tr.vy = 0.0
 
     @staticmethod
     def _hidden(tr: Track, dets: list[Detection]) -> bool:
