@@ -47,7 +47,13 @@ def open_source(cfg: CameraConfig) -> FrameSource:
 
 
 def make_grabber(cfg: CameraConfig) -> FrameGrabber:
-    """A FrameGrabber for ``cfg`` with its queue, fps limit and backoff."""
+    """A FrameGrabber for ``cfg`` with its queue, fps limit and backoff.
+
+    A live camera (device or URL) does not wait for us: when the pipeline falls behind, the oldest
+    queued frame is dropped and counted. A recorded or simulated source is read as fast as it is
+    consumed instead, so every one of its frames is processed whatever the load (its frames carry
+    media time, and a busy machine must not change what a recording counts).
+    """
     b = cfg.backoff
     return FrameGrabber(
         lambda: open_source(cfg),
@@ -55,4 +61,5 @@ def make_grabber(cfg: CameraConfig) -> FrameGrabber:
         backoff=Backoff(initial_s=b.initial_s, max_s=b.max_s, multiplier=b.multiplier, jitter=b.jitter),
         fps_limit=cfg.fps_limit,
         name=cfg.id,
+        drop_oldest=isinstance(cfg.source, DeviceSource | UrlSource),
     )

@@ -101,6 +101,7 @@ class FootfallPipeline:
                     flushed = True
                     for c in self.counter.flush():
                         win.add(c.line, c.direction)
+                    ctx.report(source_drained=True)  # every frame of the source is counted
                 ended = flushed and self._return_at_end
                 if flushed and frame is None and not ended:
                     ctx.stop.wait(self._poll_s)  # nothing more will come: do not spin
