@@ -68,6 +68,10 @@ class Mosquitto:
     proc: subprocess.Popen[bytes] | None = None
     listener_conf: list[str] = field(default_factory=list)
     user: str | None = field(default_factory=lambda: "root" if os.geteuid() == 0 else None)
+    # Ports of further listeners in ``extra_conf``: start() waits for them too, because mosquitto
+    # opens its listeners one after the other (a TLS listener loads its certificates first), so
+    # the first one answering does not mean the others do.
+    extra_ports: list[int] = field(default_factory=list)
 
     @property
     def conf_path(self) -> Path:
@@ -109,7 +113,8 @@ class Mosquitto:
         )
         log.close()
         try:
-            wait_port("127.0.0.1", self.port, timeout)
+            for port in (self.port, *self.extra_ports):
+                wait_port("127.0.0.1", port, timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start; log:\n{self.log_tail()}") from None

@@ -233,6 +233,7 @@ class SecureBroker:
             allow_anonymous=False,
             listener_conf=listener_conf,
             extra_conf=extra_conf,
+            extra_ports=[plain_port] if plain_port is not None else [],
             # Started as root (CI containers), mosquitto would drop to the `mosquitto` account,
             # which cannot read the 0600 password file in a 0700 tmp dir: stay the same user.
             user="root" if os.geteuid() == 0 else None,

@@ -438,7 +438,7 @@ def test_plain_listener_only_when_asked(tmp_path: Path, probes: Callable[..., Pr
     with SecureBroker.create(tmp_path / "plain", FLEET, plain_listener=True) as sb:
         assert sb.plain_port is not None
         plain = probes(sb.device_mqtt_settings("s1", "a", port=sb.plain_port, tls=None), connect=False)
-        assert plain.connect()
+        assert plain.connect(), (plain.error, plain.refused, plain.disconnects, sb.broker.log_tail())
         anonymous = probes(MqttSettings(port=sb.plain_port), "anon", connect=False)
         assert not anonymous.connect()
 
