@@ -288,9 +288,10 @@ class Agent:
 
     def health(self) -> dict[str, Any]:
         disk = shutil.disk_usage(self.state_dir)
-        pressure = OutboxPressure.of(self.outbox.stats())
+        st = self.outbox.stats()
+        pressure = OutboxPressure.of(st)
         metrics: dict[str, Any] = {
-            **link_metrics(self.outbox, self.uplink.stats),
+            **link_metrics(st, self.uplink.stats),
             "folded_total": pressure.folded,
             "footfall_evicted_in": pressure.footfall_in,
             "footfall_evicted_out": pressure.footfall_out,

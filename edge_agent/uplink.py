@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from device_configs.device import MqttSettings, SyncSettings
 from edge_agent import __version__
 from edge_agent.mqtt import Backoff, make_client
-from edge_agent.outbox import OutboxError, SqliteOutbox
+from edge_agent.outbox import BacklogStats, OutboxError, SqliteOutbox
 from sync import topics
 from sync.wire import EventAck
 
@@ -73,9 +73,8 @@ class UplinkStats:
     last_error: str = ""
 
 
-def link_metrics(outbox: SqliteOutbox, stats: UplinkStats) -> dict[str, float | int | str | bool | None]:
+def link_metrics(st: BacklogStats, stats: UplinkStats) -> dict[str, float | int | str | bool | None]:
     """The backlog and uplink gauges every heartbeat carries."""
-    st = outbox.stats()
     return {
         "backlog_events": st.events,
         "backlog_bytes": st.bytes_on_disk,

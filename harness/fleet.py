@@ -353,7 +353,7 @@ class MuxFleet:
     def _heartbeat(self, i: int) -> None:
         """The agent's health event (backlog, connection, counters) and retained status refresh."""
         d = self.devs[i]
-        metrics = link_metrics(d.outbox, d.uplink.stats)
+        metrics = link_metrics(d.outbox.stats(), d.uplink.stats)
         over = bool(metrics["outbox_over_capacity"])
         metrics |= {
             "device_time": time.time(),

@@ -34,6 +34,14 @@ class MemoryCentralStore:
             self.dead.extend(dead)
             return new
 
+    def prepare(
+        self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()
+    ) -> tuple[list[StoredEvent], list[DeadLetter]]:
+        return list(events), list(dead)
+
+    def write_prepared(self, prepared: tuple[list[StoredEvent], list[DeadLetter]]) -> int:
+        return self.write(*prepared)
+
     def event_keys(self) -> list[EventKey]:
         with self._lock:
             return [

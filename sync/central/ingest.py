@@ -76,7 +76,7 @@ class _Msg:
 
 @dataclass
 class _Group:
-    """Validated messages and, when the store can prepare ahead, their rows."""
+    """Validated messages and their prepared rows (None if preparing failed: plain write)."""
 
     messages: list[_Msg]
     results: list[Validated]
@@ -119,13 +119,6 @@ class Ingest:
         self._validated: queue.Queue[_Group] = queue.Queue(maxsize=2)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        prepare = getattr(store, "prepare", None)
-        write_prepared = getattr(store, "write_prepared", None)
-        # Stores that can build their rows ahead (both real backends) get them from the validator.
-        self._prepare: Callable[..., Any] | None = None
-        self._write_prepared: Callable[[Any], int] | None = None
-        if callable(prepare) and callable(write_prepared):
-            self._prepare, self._write_prepared = prepare, write_prepared
         self._client = central_client(
             broker,
             client_id=self.client_id,
@@ -199,8 +192,8 @@ class Ingest:
         attempts = 0
         while True:
             try:
-                if prepared is not None and self._write_prepared is not None:
-                    return self._write_prepared(prepared)
+                if prepared is not None:
+                    return self.store.write_prepared(prepared)
                 return self.store.write(*self._rows(group, results))
             except Exception as exc:  # noqa: BLE001 - never ack what is not stored; retry instead
                 attempts += 1
@@ -262,11 +255,10 @@ class Ingest:
                     break
             limit = self.max_message_bytes
             item = _Group(group, [validate_message(m.topic, m.payload, limit) for m in group])
-            if self._prepare is not None:
-                try:
-                    item.prepared = self._prepare(*self._rows(item.messages, item.results))
-                except Exception:  # the writer's plain write path reports and handles it
-                    log.exception("preparing a group of %d messages failed", len(group))
+            try:
+                item.prepared = self.store.prepare(*self._rows(item.messages, item.results))
+            except Exception:  # the writer's plain write path reports and handles it
+                log.exception("preparing a group of %d messages failed", len(group))
             while not self._stop.is_set():
                 try:
                     self._validated.put(item, timeout=0.1)

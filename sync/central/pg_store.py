@@ -414,8 +414,6 @@ class PostgresCentralStore:
                         copy.write(buffer)
                     rows += cur.rowcount
             return rows
-        except psycopg.errors.UniqueViolation:
-            raise
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
                 raise _LostBeforeCommit(str(exc)) from exc

@@ -56,6 +56,14 @@ class CentralStore(Protocol):
         Idempotent on the event id: writing the same event again changes nothing.
         """
 
+    def prepare(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> Any:
+        """The first half of ``write``: build what the transaction needs (rows, COPY data) without
+        touching the database, on any thread. The ingest prepares the next group while the
+        previous one is written."""
+
+    def write_prepared(self, prepared: Any) -> int:
+        """The second half of ``write``: one transaction; retrying with the same object is fine."""
+
     def event_keys(self) -> list[EventKey]:
         """Every stored event's identity, for invariant checks (order unspecified)."""
 
