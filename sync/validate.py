@@ -67,8 +67,6 @@ class _Health(TypedDict):
     metrics: NotRequired[Annotated[dict[str, float | int | str | bool | None], Field(max_length=200)]]
 
 
-
-
 class _Base(TypedDict):
     __pydantic_config__ = _FORBID  # type: ignore[misc]
     # Any UUID spelling the wire model takes (upper case, no hyphens...); stored in canonical text.
@@ -178,6 +176,11 @@ def _settle(out: Validated, good: list[StoredEvent], t_store: str, t_device: str
     # JSON spells NUL as \u0000; only then is the (slower) per-event search needed. PostgreSQL
     # text cannot hold NUL, so such an event would fail its whole batch forever: dead-letter it.
     nul_possible = b"\\u0000" in raw
+    ours = {ev.store for ev in good} <= {t_store} and {ev.device for ev in good} <= {t_device}
+    if ours and not nul_possible:
+        out.events.extend(good)  # the usual message: nothing to refuse, no per-event branches
+        out.settled_seqs.extend([ev.seq for ev in good])
+        return
     for ev in good:
         if nul_possible and _has_nul(msgspec.to_builtins(ev.payload)):
             out.rejected.append(

@@ -162,6 +162,8 @@ class EventAck(WireModel):
 
 def seq_ranges(seqs: list[int]) -> list[tuple[int, int]]:
     """Compress sorted-or-not sequence numbers into inclusive ranges."""
+    if seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))):
+        return [(seqs[0], seqs[-1])]  # the usual batch: one run, checked in C
     out: list[tuple[int, int]] = []
     for s in sorted(set(seqs)):
         if out and s == out[-1][1] + 1:

@@ -13,7 +13,8 @@ from sync.stored import kind_of
 class MemoryCentralStore:
     """CentralStore in a dict; ``fail_next`` makes the next writes raise (a database outage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelined_writes: bool = True) -> None:
+        self.pipelined_writes = pipelined_writes
         self.events: dict[str, StoredEvent] = {}
         self.dead: list[DeadLetter] = []
         self.fail_next = 0
@@ -44,9 +45,7 @@ class MemoryCentralStore:
 
     def event_keys(self) -> list[EventKey]:
         with self._lock:
-            return [
-                EventKey(e.id, e.store, e.device, e.seq, kind_of(e)) for e in self.events.values()
-            ]
+            return [EventKey(e.id, e.store, e.device, e.seq, kind_of(e)) for e in self.events.values()]
 
     def count_events(self) -> int:
         return len(self.events)

@@ -7,13 +7,13 @@ mangles or mis-buckets an event fails here.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import apsw
 import msgspec
 import psycopg
 import pytest
@@ -408,9 +408,13 @@ def test_text_fields_round_trip_property(
 def schema_snapshot(store: Store) -> list[tuple[Any, ...]]:
     """Every table, column, index and schema_version row: what a migration could change."""
     if isinstance(store, SqliteCentralStore):
-        with sqlite3.connect(store.path) as conn:
+        # Through APSW, the store's own driver: one SQLite library per file in this process.
+        conn = apsw.Connection(str(store.path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
             objects = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
             versions = conn.execute("SELECT version, applied_at FROM schema_version").fetchall()
+        finally:
+            conn.close()
         return objects + versions
     with psycopg.connect(store.url) as conn:
         columns = conn.execute(

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import orjson
 import paho.mqtt.client as paho
 import pytest
@@ -158,9 +158,8 @@ def test_full_outbox_keeps_scans_folds_footfall_and_reports_it(
     assert report.devices[0].scans_lost == 0
     # And the checker is not blind on real data: one scan removed behind its back is caught.
     table = TABLE_OF_KIND["scan"]
-    db = sqlite3.connect(url)
-    with db:
-        db.execute(f"DELETE FROM {table} WHERE rowid = (SELECT min(rowid) FROM {table})")
+    db = apsw.Connection(url)  # the central store's own driver (one SQLite library per file)
+    db.execute(f"DELETE FROM {table} WHERE rowid = (SELECT min(rowid) FROM {table})")
     db.close()
     report = check(url, [snap])
     assert report.lost == 1

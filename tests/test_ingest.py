@@ -138,10 +138,15 @@ class RefusingStore(MemoryCentralStore):
         return super().write(events, dead)
 
 
-def test_a_message_the_store_refuses_is_dead_lettered_not_retried_forever(mosquitto: Mosquitto) -> None:
-    store = RefusingStore()
+@pytest.mark.parametrize("pipelined", [True, False], ids=["validator+writer", "one-worker"])
+def test_a_message_the_store_refuses_is_dead_lettered_not_retried_forever(
+    mosquitto: Mosquitto, pipelined: bool
+) -> None:
+    store = RefusingStore(pipelined_writes=pipelined)
     ingest = Ingest(store, BrokerSettings(port=mosquitto.port))
     ingest.start()
+    roles = [t.name.rsplit("-", 1)[1] for t in ingest._threads]
+    assert roles == (["validator", "writer"] if pipelined else ["worker"])
     assert ingest.wait_connected()
     client = Client(mosquitto.port, topics.ACKS.for_device("s1", "d1"))
     try:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from sync import topics
+from sync.wire import seq_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,3 +38,19 @@ def test_parse_round_trips_and_refuses_foreign_topics() -> None:
     assert topics.parse("omni/v1/s/d/unknown") is None
     assert topics.parse("omni/v1//d/events") is None
     assert topics.shared("ingest", topics.EVENTS.wildcard()) == "$share/ingest/omni/v1/+/+/events"
+
+
+@pytest.mark.parametrize(
+    ("seqs", "ranges"),
+    [
+        ([], []),
+        ([7], [(7, 7)]),
+        ([3, 4, 5, 6], [(3, 6)]),  # the usual batch: one run
+        ([6, 5, 4, 3], [(3, 6)]),
+        ([1, 2, 2, 3], [(1, 3)]),  # a repeated seq is not a longer run
+        ([1, 2, 4], [(1, 2), (4, 4)]),
+        ([1, 3, 2, 9, 10, 12], [(1, 3), (9, 10), (12, 12)]),
+    ],
+)
+def test_seq_ranges(seqs: list[int], ranges: list[tuple[int, int]]) -> None:
+    assert seq_ranges(seqs) == ranges

@@ -277,6 +277,9 @@ class PostgresCentralStore:
     Safe to share between threads: every call takes the store's lock (one connection).
     """
 
+    # The ingest validates the next group while the server works on this one.
+    pipelined_writes = True
+
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url
         self.connect_timeout = connect_timeout

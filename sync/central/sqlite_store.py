@@ -10,11 +10,17 @@ Timestamps are stored as ISO 8601 text in UTC, as orjson writes it: ``2024-05-01
 or, with a fraction, ``2024-05-01T10:00:00.123000+00:00``. Readable, sortable as text ('+' sorts
 before '.', so a whole second sorts before the same second with a fraction), and the hour/day
 buckets of the report queries are plain prefixes.
+
+Driver: APSW (``apsw``), not the standard ``sqlite3`` module. It bundles a current SQLite and binds
+parameters with far less per-row work; measured on the hot path of the ingest (validate, build the
+rows, insert 500-event batches into the scans table, both threads): 3.95 us of CPU per event with
+APSW against 6.45 with ``sqlite3`` (and 9.1 with ``pysqlite3-binary``), see docs/central_store.md.
+Every connection to the central file in this process goes through this class, so two SQLite
+libraries never hold POSIX locks on the same file in one process.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,8 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import apsw
+import msgspec
 import orjson
-import sqlite_utils
 
 from sync.central.store import (
     DEAD_LETTER_MAX_BYTES,
@@ -74,18 +81,44 @@ _PAYLOAD_TYPES: dict[str, dict[str, type]] = {
 _NULLABLE: Final = frozenset({"rule", "text", "data_b64"})
 
 
-def _create_event_table(db: sqlite_utils.Database, kind: str) -> None:
+_SQL_TYPES: Final[dict[type, str]] = {str: "TEXT", int: "INTEGER", float: "REAL", bytes: "BLOB"}
+
+
+def _create_table(
+    conn: apsw.Connection,
+    table: str,
+    columns: dict[str, type],
+    *,
+    not_null: Sequence[str],
+    pk: str | tuple[str, ...] | None = None,
+) -> None:
+    """CREATE TABLE from a column -> Python type map (the layout sqlite-utils used to generate)."""
+    lines = []
+    for name, py_type in columns.items():
+        spec = f'"{name}" {_SQL_TYPES[py_type]}'
+        if pk == name:
+            spec += " PRIMARY KEY"
+        elif name in not_null:
+            spec += " NOT NULL"
+        lines.append(spec)
+    if isinstance(pk, tuple):
+        lines.append("PRIMARY KEY (" + ", ".join(f'"{c}"' for c in pk) + ")")
+    conn.execute(f'CREATE TABLE "{table}" (\n   ' + ",\n   ".join(lines) + "\n)")
+
+
+def _create_event_table(conn: apsw.Connection, kind: str) -> None:
     table = TABLE_OF_KIND[kind]
     columns = {**_ENVELOPE_TYPES, **_PAYLOAD_TYPES[kind], "received_at": str}
-    db.create_table(table, columns, not_null=[c for c in columns if c not in _NULLABLE])
+    _create_table(conn, table, columns, not_null=[c for c in columns if c not in _NULLABLE])
     # A rowid table with a UNIQUE index on the id: measured 81k vs 43k events/s for WITHOUT ROWID.
-    db.table(table).create_index(["event_id"], index_name=f"{table}_event_id", unique=True)
+    conn.execute(f'CREATE UNIQUE INDEX "{table}_event_id"\n    ON "{table}" ("event_id")')
 
 
-def _migration_1(db: sqlite_utils.Database) -> None:
+def _migration_1(conn: apsw.Connection) -> None:
     for kind in TABLE_OF_KIND:
-        _create_event_table(db, kind)
-    db.create_table(
+        _create_event_table(conn, kind)
+    _create_table(
+        conn,
         "dead_letters",
         {
             "id": int,
@@ -101,9 +134,10 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-def _migration_2(db: sqlite_utils.Database) -> None:
+def _migration_2(conn: apsw.Connection) -> None:
     """The fleet table: one row per device, fed by sync.central.fleet."""
-    db.create_table(
+    _create_table(
+        conn,
         "fleet",
         {
             "store": str,
@@ -129,7 +163,7 @@ def _migration_2(db: sqlite_utils.Database) -> None:
 
 
 # Integer schema versions, applied in order; never edit a released one, append a new one.
-MIGRATIONS: Final[tuple[tuple[int, Callable[[sqlite_utils.Database], None]], ...]] = (
+MIGRATIONS: Final[tuple[tuple[int, Callable[[apsw.Connection], None]], ...]] = (
     (1, _migration_1),
     (2, _migration_2),
 )
@@ -150,18 +184,38 @@ def _utc_iso(value: datetime) -> str:
     return text
 
 
+_TIME_ENCODER: Final = msgspec.json.Encoder()
+_TEXTS: Final = msgspec.json.Decoder(list[str])
+
+
+def _utc_iso_many(values: list[datetime]) -> list[str]:
+    """``_utc_iso`` of each value, in two C calls for the whole list when all of them are UTC.
+
+    msgspec spells UTC as ``Z`` where orjson writes ``+00:00`` (same digits otherwise, always six
+    for a fraction); the stored text keeps ``+00:00`` so that old and new rows sort alike. Measured
+    0.77 us per event one by one against ~0.15 us in bulk.
+    """
+    encoded = _TIME_ENCODER.encode(values)
+    texts = _TEXTS.decode(encoded.replace(b'Z"', b'+00:00"'))
+    if encoded.count(b'Z"') != len(values):  # other offsets or naive times: one by one
+        for i, text in enumerate(texts):
+            if not text.endswith("+00:00"):
+                texts[i] = _utc_iso(values[i])
+    return texts
+
+
 def _json(value: dict[str, Any]) -> str:
     return orjson.dumps(value).decode() if value else "{}"
 
 
-def _scan_row(e: ScanEvent, received_at: str) -> tuple[Any, ...]:
+def _scan_row(e: ScanEvent, ts: str, received_at: str) -> tuple[Any, ...]:
     p = e.payload
     return (
         e.id,
         e.store,
         e.device,
         e.seq,
-        _utc_iso(e.ts),
+        ts,
         p.camera,
         p.code_kind,
         p.rule,
@@ -175,14 +229,14 @@ def _scan_row(e: ScanEvent, received_at: str) -> tuple[Any, ...]:
     )
 
 
-def _footfall_row(e: FootfallEvent, received_at: str) -> tuple[Any, ...]:
+def _footfall_row(e: FootfallEvent, ts: str, received_at: str) -> tuple[Any, ...]:
     p = e.payload
     return (
         e.id,
         e.store,
         e.device,
         e.seq,
-        _utc_iso(e.ts),
+        ts,
         p.camera,
         p.line,
         _utc_iso(p.window_start),
@@ -197,14 +251,14 @@ def _footfall_row(e: FootfallEvent, received_at: str) -> tuple[Any, ...]:
     )
 
 
-def _health_row(e: HealthEvent, received_at: str) -> tuple[Any, ...]:
+def _health_row(e: HealthEvent, ts: str, received_at: str) -> tuple[Any, ...]:
     p = e.payload
     return (
         e.id,
         e.store,
         e.device,
         e.seq,
-        _utc_iso(e.ts),
+        ts,
         p.status,
         p.component,
         p.message,
@@ -213,7 +267,7 @@ def _health_row(e: HealthEvent, received_at: str) -> tuple[Any, ...]:
     )
 
 
-_ROW_BUILDERS: Final[dict[type, tuple[str, Callable[[Any, str], tuple[Any, ...]]]]] = {
+_ROW_BUILDERS: Final[dict[type, tuple[str, Callable[[Any, str, str], tuple[Any, ...]]]]] = {
     ScanEvent: ("scan", _scan_row),
     FootfallEvent: ("footfall", _footfall_row),
     HealthEvent: ("health", _health_row),
@@ -260,14 +314,21 @@ class SqliteCentralStore:
     Safe to share between threads: every call takes the store's lock.
     """
 
+    # One ingest thread validates and writes (see sync.central.ingest for the measurement).
+    pipelined_writes = False
+
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL") -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        # Legacy transaction control (what sqlite-utils requires); transactions are explicit below.
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._db = sqlite_utils.Database(self._conn, execute_plugins=False)
+        # APSW never opens transactions behind our back: every write below says BEGIN and COMMIT.
+        self._conn = apsw.Connection(str(self.path))
+        self._conn.set_busy_timeout(10_000)
+        self._conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        self._conn.execute(f"PRAGMA synchronous={synchronous}").fetchall()
+        # Checkpoint every ~40 MB of WAL instead of every 4 MB: the newest rows' pages are written
+        # once per checkpoint instead of once per small checkpoint. Measured on the ingest's write
+        # path: 3.84 vs 4.5-4.7 us of CPU per event, and 226k vs 185-196k events/s.
+        self._conn.execute("PRAGMA wal_autocheckpoint=10000").fetchall()
         self.migrate()
 
     # -- schema -------------------------------------------------------------------------------
@@ -282,7 +343,6 @@ class SqliteCentralStore:
                 "CREATE TABLE IF NOT EXISTS schema_version "
                 "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
             )
-            self._conn.commit()
             for version, migration in MIGRATIONS:
                 # BEGIN IMMEDIATE takes the write lock first, so two processes opening the same
                 # file cannot both see version N-1 and both apply N.
@@ -292,16 +352,20 @@ class SqliteCentralStore:
                         "SELECT 1 FROM schema_version WHERE version = ?", (version,)
                     ).fetchone()
                     if applied is None:
-                        migration(self._db)
+                        migration(self._conn)
                         self._conn.execute(
                             "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                             (version, _utc_iso(datetime.now(UTC))),
                         )
                 except BaseException:
-                    self._conn.rollback()
+                    self._conn.execute("ROLLBACK")
                     raise
-                self._conn.commit()
+                self._conn.execute("COMMIT")
             return self._schema_version()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """All rows of a read, as plain tuples (call with the lock held)."""
+        return self._conn.execute(sql, params).fetchall()
 
     def schema_version(self) -> int:
         with self._lock:
@@ -309,6 +373,7 @@ class SqliteCentralStore:
 
     def _schema_version(self) -> int:
         row = self._conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        assert row is not None  # an aggregate always gives one row
         return int(row[0])
 
     # -- writes -------------------------------------------------------------------------------
@@ -322,14 +387,14 @@ class SqliteCentralStore:
         received_at = _utc_iso(datetime.now(UTC))
         by_kind: dict[str, list[tuple[Any, ...]]] = {}
         for e in events:
-            try:
-                kind, build = _ROW_BUILDERS[type(e)]
-            except KeyError:
-                raise ValueError(f"not a stored event: {type(e).__name__}") from None
+            if type(e) not in _ROW_BUILDERS:
+                raise ValueError(f"not a stored event: {type(e).__name__}")
+        for e, ts in zip(events, _utc_iso_many([e.ts for e in events]), strict=True):
+            kind, build = _ROW_BUILDERS[type(e)]
             rows = by_kind.get(kind)
             if rows is None:
                 rows = by_kind[kind] = []
-            rows.append(build(e, received_at))
+            rows.append(build(e, ts, received_at))
         dead_rows = [
             (_utc_iso(d.received_at), d.topic, d.reason, d.payload[:DEAD_LETTER_MAX_BYTES], d.size, d.sha256)
             for d in dead
@@ -346,15 +411,15 @@ class SqliteCentralStore:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                before = conn.total_changes
+                before = conn.total_changes()
                 for kind, rows in by_kind.items():
                     conn.executemany(_INSERT_SQL[kind], rows)
-                new = conn.total_changes - before
+                new = conn.total_changes() - before
                 if dead_rows:
                     conn.executemany(_INSERT_DEAD_SQL, dead_rows)
-                conn.commit()
+                conn.execute("COMMIT")
             except BaseException:
-                conn.rollback()
+                conn.execute("ROLLBACK")
                 raise
         return new
 
@@ -366,18 +431,20 @@ class SqliteCentralStore:
             for kind, table in TABLE_OF_KIND.items()
         )
         with self._lock:
-            return [EventKey(*row) for row in self._conn.execute(sql)]
+            return [EventKey(*row) for row in self._query(sql)]
 
     def count_events(self) -> int:
         sql = "SELECT " + " + ".join(f"(SELECT count(*) FROM {t})" for t in TABLE_OF_KIND.values())  # noqa: S608 - identifiers come from the fixed layout, never from input
         with self._lock:
-            return int(self._conn.execute(sql).fetchone()[0])
+            row = self._conn.execute(sql).fetchone()
+        assert row is not None  # an aggregate always gives one row
+        return int(row[0])
 
     def dead_letters(self) -> list[DeadLetter]:
         with self._lock:
-            rows = self._conn.execute(
+            rows = self._query(
                 "SELECT received_at, topic, reason, payload, size, sha256 FROM dead_letters ORDER BY id"
-            ).fetchall()
+            )
         return [DeadLetter(datetime.fromisoformat(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
 
     def footfall_per_store_hour(self) -> list[tuple[str, datetime, int, int, int, int]]:
@@ -388,7 +455,7 @@ class SqliteCentralStore:
             FROM footfall_windows GROUP BY store, hour ORDER BY store, hour
         """
         with self._lock:
-            rows = self._conn.execute(sql).fetchall()
+            rows = self._query(sql)
         return [
             (store, datetime.fromisoformat(f"{hour}:00:00+00:00"), int(i), int(o), int(c), int(u))
             for store, hour, i, o, c, u in rows
@@ -400,7 +467,7 @@ class SqliteCentralStore:
             FROM scans GROUP BY store, day, code_kind ORDER BY store, day, code_kind
         """
         with self._lock:
-            return [(s, d, k, int(n)) for s, d, k, n in self._conn.execute(sql)]
+            return [(s, d, k, int(n)) for s, d, k, n in self._query(sql)]
 
     def rows(self, kind: str) -> list[dict[str, Any]]:
         """Every stored row of one event kind, decoded to Python types, for tests and tools.
@@ -415,7 +482,7 @@ class SqliteCentralStore:
             "ORDER BY store, device, seq, event_id"
         )
         with self._lock:
-            raw = self._conn.execute(sql).fetchall()
+            raw = self._query(sql)
         return [_decode_row(dict(zip(columns, r, strict=True))) for r in raw]
 
     # -- fleet -------------------------------------------------------------------------------
@@ -436,16 +503,16 @@ class SqliteCentralStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute(_UPSERT_FLEET_SQL, values)
-                self._conn.commit()
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.rollback()
+                self._conn.execute("ROLLBACK")
                 raise
 
     def fleet(self) -> list[FleetRow]:
         columns = [c for c in _FLEET_COLUMNS if c != "updated_at"]
         sql = f"SELECT {', '.join(columns)} FROM fleet ORDER BY store, device"  # noqa: S608 - fixed identifiers
         with self._lock:
-            raw = self._conn.execute(sql).fetchall()
+            raw = self._query(sql)
         rows = []
         for r in raw:
             d = dict(zip(columns, r, strict=True))

@@ -50,6 +50,10 @@ class EventKey:
 
 
 class CentralStore(Protocol):
+    # Whether the ingest should prepare the next group on another thread while this store writes
+    # (see sync.central.ingest): worth it when the write waits on something outside the GIL.
+    pipelined_writes: bool
+
     def write(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> int:
         """Store events and dead letters in ONE transaction; return how many events were new.
 
@@ -58,7 +62,7 @@ class CentralStore(Protocol):
 
     def prepare(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> Any:
         """The first half of ``write``: build what the transaction needs (rows, COPY data) without
-        touching the database, on any thread. The ingest prepares the next group while the
+        touching the database, on any thread. A pipelined ingest prepares the next group while the
         previous one is written."""
 
     def write_prepared(self, prepared: Any) -> int:
