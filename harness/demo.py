@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     central_url = args.pg or str(work / "central.db")
     print(f"work dir: {work}")
     broker, port, shared = start_broker(work)
-    store = open_central_store(central_url)
+    store = open_central_store(central_url, group_commit=True)
     ingest = Ingest(store, BrokerSettings(port=port), client_id="demo-ingest", shared=shared)
     ingest.start()
     agents: list[Agent] = []

@@ -13,8 +13,16 @@ from sync.stored import kind_of
 class MemoryCentralStore:
     """CentralStore in a dict; ``fail_next`` makes the next writes raise (a database outage)."""
 
-    def __init__(self, *, pipelined_writes: bool = True) -> None:
+    def __init__(self, *, pipelined_writes: bool = True, durable_on_commit: bool = True) -> None:
         self.pipelined_writes = pipelined_writes
+        # With durable_on_commit False, writes are "committed" but only sync() makes them durable:
+        # ``durable`` holds the ids a sync covered; ``sync_gate`` (when set) holds sync() until the
+        # test releases it, and ``sync_error`` makes sync() raise.
+        self.durable_on_commit = durable_on_commit
+        self.durable: set[str] = set()
+        self.syncs = 0
+        self.sync_gate: threading.Event | None = None
+        self.sync_error: OSError | None = None
         self.events: dict[str, StoredEvent] = {}
         self.dead: list[DeadLetter] = []
         self.fail_next = 0
@@ -42,6 +50,15 @@ class MemoryCentralStore:
 
     def write_prepared(self, prepared: tuple[list[StoredEvent], list[DeadLetter]]) -> int:
         return self.write(*prepared)
+
+    def sync(self) -> None:
+        if self.sync_gate is not None:
+            self.sync_gate.wait(30)
+        if self.sync_error is not None:
+            raise self.sync_error
+        with self._lock:
+            self.durable.update(self.events)
+            self.syncs += 1
 
     def event_keys(self) -> list[EventKey]:
         with self._lock:

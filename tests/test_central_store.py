@@ -7,6 +7,7 @@ mangles or mis-buckets an event fails here.
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -463,6 +464,34 @@ def test_factory_opens_sqlite_by_path_and_url(tmp_path: Path) -> None:
     assert (tmp_path / "b.db").exists()
     with pytest.raises(ValueError, match="scheme"):
         open_central_store("mysql://x/y")
+
+
+def test_sqlite_group_commit_defers_the_fsync_to_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []  # inode of each file fsynced
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real_fsync(fd))[1])
+
+    full = open_central_store(str(tmp_path / "full.db"))
+    grouped = open_central_store(str(tmp_path / "grouped.db"), group_commit=True)
+    try:
+        assert isinstance(full, SqliteCentralStore) and isinstance(grouped, SqliteCentralStore)
+        assert (full.durable_on_commit, grouped.durable_on_commit) == (True, False)
+        assert full._conn.execute("PRAGMA synchronous").fetchall() == [(2,)]  # FULL: SQLite fsyncs
+        assert grouped._conn.execute("PRAGMA synchronous").fetchall() == [(1,)]  # NORMAL
+        assert full.write([scan()]) == 1
+        full.sync()
+        assert synced == []  # nothing left to do: the commit was durable when write returned
+        assert grouped.write([scan()]) == 1 and grouped.write([scan()]) == 1
+        grouped.sync()
+        grouped.sync()
+        wal = os.stat(tmp_path / "grouped.db-wal").st_ino
+        assert synced == [wal, wal]
+        assert grouped.count_events() == 2
+    finally:
+        full.close()
+        grouped.close()
 
 
 @pytest.mark.postgres

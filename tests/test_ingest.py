@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +165,58 @@ def test_a_message_the_store_refuses_is_dead_lettered_not_retried_forever(
     assert [d.reason for d in store.dead_letters()] == [
         "central store refused the message: ValueError: invalid byte sequence"
     ]
+
+
+def test_a_store_that_defers_durability_is_synced_before_anything_is_acked(mosquitto: Mosquitto) -> None:
+    store = MemoryCentralStore(pipelined_writes=False, durable_on_commit=False)
+    store.sync_gate = threading.Event()
+    ingest = Ingest(store, BrokerSettings(port=mosquitto.port))
+    ingest.start()
+    assert [t.name.rsplit("-", 1)[1] for t in ingest._threads] == ["worker", "acker"]
+    assert ingest.wait_connected()
+    durable_at_ack: list[set[str]] = []
+    client = Client(mosquitto.port, topics.ACKS.for_device("s1", "d1"))
+    client.c.on_message = lambda c, u, m: (client.received.append((m.topic, bytes(m.payload))),
+                                           durable_at_ack.append(set(store.durable)))
+    try:
+        events = [event(1), event(2)]
+        client.publish(EVENTS, batch(*events))
+        wait_until(lambda: store.count_events() == 2, what="the batch committed")
+        time.sleep(0.5)  # the sync is held: no ack may leave meanwhile
+        assert client.received == []
+        store.sync_gate.set()
+        wait_until(lambda: len(client.received) == 1, what="the ack after the sync")
+    finally:
+        client.close()
+        ingest.stop()
+    assert orjson.loads(client.received[0][1]) == {"v": 1, "batch": "b1", "seqs": [[1, 2]]}
+    assert durable_at_ack == [{e["id"] for e in events}]
+    assert ingest.failed is None and ingest.syncs >= 1
+
+
+def test_a_failed_sync_acks_nothing_and_the_next_ingest_gets_the_message_again(mosquitto: Mosquitto) -> None:
+    store = MemoryCentralStore(pipelined_writes=False, durable_on_commit=False)
+    store.sync_error = OSError(5, "Input/output error")
+    ingest = Ingest(store, BrokerSettings(port=mosquitto.port), client_id="ingest-sync-fails")
+    ingest.start()
+    assert ingest.wait_connected()
+    client = Client(mosquitto.port, topics.ACKS.for_device("s1", "d1"))
+    try:
+        client.publish(EVENTS, batch(event(1)))
+        wait_until(lambda: ingest.failed is not None, what="the ingest gave up on the sync")
+        assert ingest.failed == "central store sync failed: OSError: [Errno 5] Input/output error"
+        wait_until(lambda: not any(t.is_alive() for t in ingest._threads), what="the ingest threads stopped")
+        ingest.stop()
+        assert client.received == []  # committed, never made durable: never acknowledged
+        # Same session, a healthy store: the broker hands over the message that was never PUBACKed.
+        healthy = MemoryCentralStore(pipelined_writes=False)
+        again = Ingest(healthy, BrokerSettings(port=mosquitto.port), client_id="ingest-sync-fails")
+        again.start()
+        try:
+            wait_until(lambda: len(client.received) == 1, what="the ack from the next ingest")
+        finally:
+            again.stop()
+    finally:
+        client.close()
+    assert [k.seq for k in healthy.event_keys()] == [1]
+    assert orjson.loads(client.received[0][1])["seqs"] == [[1, 1]]

@@ -27,7 +27,8 @@ def _broker(args: argparse.Namespace) -> BrokerSettings:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from sync.central.stores import open_central_store
 
-    store = open_central_store(args.store)
+    # SQLite: one fsync for the commits of several groups, before their acks (see the ingest).
+    store = open_central_store(args.store, group_commit=True)
     ingest = Ingest(
         store,
         _broker(args),
@@ -54,6 +55,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ingest.start()
     last = 0.0
     while not stop.wait(0.2):
+        if ingest.failed:
+            logging.critical("ingest stopped: %s", ingest.failed)
+            break
         if args.progress and time.monotonic() - last >= args.progress:
             last = time.monotonic()
             s = ingest.stats
@@ -70,7 +74,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         fleet.stop()
         fleet_store.close()
     store.close()
-    return 0
+    return 1 if ingest.failed else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -279,6 +279,7 @@ class PostgresCentralStore:
 
     # The ingest validates the next group while the server works on this one.
     pipelined_writes = True
+    durable_on_commit = True  # a COMMIT returns once PostgreSQL has flushed its WAL
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url
@@ -559,6 +560,9 @@ class PostgresCentralStore:
                     d[c] = d[c].astimezone(UTC)
             out.append(FleetRow(**d))
         return out
+
+    def sync(self) -> None:
+        """Nothing to do: a COMMIT returns once it is durable (``synchronous_commit`` on)."""
 
     def close(self) -> None:
         with self._lock:

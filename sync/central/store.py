@@ -53,6 +53,9 @@ class CentralStore(Protocol):
     # Whether the ingest should prepare the next group on another thread while this store writes
     # (see sync.central.ingest): worth it when the write waits on something outside the GIL.
     pipelined_writes: bool
+    # Whether a write's commit is on disk when ``write``/``write_prepared`` returns. When False,
+    # ``sync()`` makes every commit so far durable, and nothing may be acknowledged before it.
+    durable_on_commit: bool
 
     def write(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> int:
         """Store events and dead letters in ONE transaction; return how many events were new.
@@ -67,6 +70,11 @@ class CentralStore(Protocol):
 
     def write_prepared(self, prepared: Any) -> int:
         """The second half of ``write``: one transaction; retrying with the same object is fine."""
+
+    def sync(self) -> None:
+        """Make every write committed so far durable (a no-op where ``durable_on_commit``).
+
+        Safe to call from another thread while writes go on; raises if the disk refuses."""
 
     def event_keys(self) -> list[EventKey]:
         """Every stored event's identity, for invariant checks (order unspecified)."""

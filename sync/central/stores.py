@@ -60,8 +60,12 @@ def kind_columns(kind: str) -> tuple[str, ...]:
         raise ValueError(f"unknown event kind {kind!r}; expected one of {sorted(TABLE_OF_KIND)}") from None
 
 
-def open_central_store(url_or_path: str) -> CentralStore:
-    """Open (and migrate) the store named by a PostgreSQL URL, a ``sqlite:///`` URL or a path."""
+def open_central_store(url_or_path: str, *, group_commit: bool = False) -> CentralStore:
+    """Open (and migrate) the store named by a PostgreSQL URL, a ``sqlite:///`` URL or a path.
+
+    ``group_commit``: for an ingest, which calls ``sync()`` before it acknowledges; SQLite then
+    defers the fsync of each commit to that call (PostgreSQL commits are durable anyway).
+    """
     if url_or_path.startswith(("postgresql://", "postgres://")):
         from sync.central.pg_store import PostgresCentralStore
 
@@ -70,7 +74,7 @@ def open_central_store(url_or_path: str) -> CentralStore:
 
     if url_or_path.startswith("sqlite:///"):
         # sqlite:///relative.db and sqlite:////abs/path.db, as SQLAlchemy spells them.
-        return SqliteCentralStore(Path(url_or_path.removeprefix("sqlite:///")))
+        return SqliteCentralStore(Path(url_or_path.removeprefix("sqlite:///")), group_commit=group_commit)
     if "://" in url_or_path:
         raise ValueError(f"unsupported central store URL scheme: {url_or_path.split('://', 1)[0]!r}")
-    return SqliteCentralStore(Path(url_or_path))
+    return SqliteCentralStore(Path(url_or_path), group_commit=group_commit)
