@@ -220,3 +220,28 @@ def test_a_failed_sync_acks_nothing_and_the_next_ingest_gets_the_message_again(m
         client.close()
     assert [k.seq for k in healthy.event_keys()] == [1]
     assert orjson.loads(client.received[0][1])["seqs"] == [[1, 1]]
+
+
+def test_the_acker_survives_a_failing_callback(mosquitto: Mosquitto) -> None:
+    store = MemoryCentralStore(pipelined_writes=False, durable_on_commit=False)
+    seen: list[str | None] = []
+
+    def on_write(r: Any) -> None:
+        seen.append(r.batch)
+        if len(seen) == 1:
+            raise RuntimeError("callback bug")
+
+    ingest = Ingest(store, BrokerSettings(port=mosquitto.port), on_write=on_write)
+    ingest.start()
+    assert ingest.wait_connected()
+    client = Client(mosquitto.port, topics.ACKS.for_device("s1", "d1"))
+    try:
+        client.publish(EVENTS, batch(event(1), batch="b1"))
+        wait_until(lambda: seen == ["b1"], what="the first callback")
+        client.publish(EVENTS, batch(event(2), batch="b2"))
+        wait_until(lambda: len(client.received) == 2, what="both batches acked")
+    finally:
+        client.close()
+        ingest.stop()
+    assert [orjson.loads(p)["batch"] for _, p in client.received] == ["b1", "b2"]
+    assert seen == ["b1", "b2"]

@@ -132,8 +132,9 @@ class Ingest:
         self._queue: queue.Queue[_Msg] = queue.Queue(maxsize=2000)
         # Validated groups waiting for the writer; small, so back-pressure reaches paho quickly.
         self._validated: queue.Queue[_Group] = queue.Queue(maxsize=2)
-        # Committed groups waiting for store.sync() before their acks (stores that defer fsync).
-        self._committed: queue.Queue[tuple[list[_Msg], list[Validated]]] = queue.Queue()
+        # Committed groups waiting for store.sync() before their acks (stores that defer fsync);
+        # bounded, so a disk that stalls the sync holds the writer back instead of filling memory.
+        self._committed: queue.Queue[tuple[list[_Msg], list[Validated]]] = queue.Queue(maxsize=8)
         self.syncs = 0
         self.failed: str | None = None  # why the ingest stopped on its own (a failed sync)
         self._stop = threading.Event()
@@ -346,8 +347,14 @@ class Ingest:
                 log.warning("dead letter from %s: %s (%d bytes)", m.topic, rej.reason, len(rej.raw))
         if self.store.durable_on_commit:
             self._acknowledge(group, results)
-        else:
-            self._committed.put((group, results))
+            return
+        while not self._stop.is_set():
+            try:
+                self._committed.put((group, results), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        # Stopping with the acker behind: left unacknowledged, the broker redelivers the messages.
 
     def _ack_loop(self, writers: list[threading.Thread]) -> None:
         """Sync the store, then acknowledge every group committed before the sync began."""
@@ -373,7 +380,10 @@ class Ingest:
                 return
             self.syncs += 1
             for group, results in batch:
-                self._acknowledge(group, results)
+                try:
+                    self._acknowledge(group, results)
+                except Exception:  # the acker must survive; an unacked message is redelivered
+                    log.exception("acknowledging a group of %d messages failed", len(group))
 
     def _acknowledge(self, group: list[_Msg], results: list[Validated]) -> None:
         """PUBACK each message, then ack each device's batch (only for durably committed groups)."""
