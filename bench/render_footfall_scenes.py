@@ -5,6 +5,11 @@ replays (real walking, in 30 s clips). Videos are written outside the repository
 
     .venv/bin/python bench/render_footfall_scenes.py /tmp/footfall_scenes
     .venv/bin/python bench/footfall.py /tmp/footfall_scenes
+
+A held-out set (scenes no default run shows, for checking that a change generalises):
+
+    .venv/bin/python bench/render_footfall_scenes.py /tmp/footfall_holdout --first-seed 2 \
+        --oxford-offset 300 --oxford-clip-frames 600
 """
 
 from __future__ import annotations
@@ -53,12 +58,16 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first..first+seeds-1 (e.g. 2 for scenes the default set never shows)")
     ap.add_argument("--no-oxford", action="store_true")
     ap.add_argument("--oxford-clip-frames", type=int, default=750)
+    ap.add_argument("--oxford-offset", type=int, default=0,
+                    help="first frame of the first Oxford clip (other offsets/lengths give other clips)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     h = round(args.width * 9 / 16)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for name in SCENARIOS:
             for tag, pert in (("clean", None), ("hard", HARD)):
                 sc = door_scene(name, width=args.width, height=h, seed=seed, perturb=pert)
@@ -71,7 +80,7 @@ def main() -> None:
         boxes = load_boxes(top)
         last = max(f for frames in boxes.values() for f in frames)
         step = args.oxford_clip_frames
-        for a in range(0, last - step // 2, step):
+        for a in range(args.oxford_offset, last - step // 2, step):
             write(oxford_scene(boxes, a, min(a + step, last), width=args.width, seed=a), args.out)
 
 

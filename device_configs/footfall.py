@@ -128,6 +128,13 @@ class FootfallConfig(StrictModel):
         default=0.5, gt=0.05, le=1,
         description="If this fraction of the zone changes at once (lights), relearn the background.",
     )
+    saturation_level: int = Field(
+        default=235, ge=128, le=255,
+        description="A colour channel at or above this (0..255) is taken as clipped by the sensor: it "
+        "can show a body brighter than the background, never a darker one (after a light gets "
+        "brighter, saturated signs and windows would otherwise read darker and become blobs). "
+        "Below 255 because compression spreads clipping to the pixels around it.",
+    )
     min_blob: float = Field(
         default=0.2, gt=0, le=1, description="Smallest blob kept, as a fraction of one person's area."
     )

@@ -30,12 +30,14 @@ class BackgroundModel:
         noise_factor: float = 4.0,
         relearn_fraction: float = 0.5,
         warmup_frames: int = 25,
+        saturation_level: int = 255,
     ) -> None:
         self.learning_rate = learning_rate
         self.threshold = threshold
         self.noise_factor = noise_factor
         self.relearn_fraction = relearn_fraction
         self.warmup_frames = warmup_frames
+        self.saturation_level = saturation_level
         self._bg: F32 | None = None
         self._frames = 0
         self._noise = 2.0
@@ -53,6 +55,7 @@ class BackgroundModel:
     def apply(self, image: U8, roi: U8 | None = None) -> U8:
         """Foreground mask (0/255) of a BGR image; ``roi`` (0/255) limits where people can be."""
         frame = image.astype(np.float32)
+        clipped = image >= self.saturation_level
         self._frames += 1
         if self._bg is None or self._bg.shape != frame.shape:
             self._bg = frame.copy()
@@ -63,7 +66,12 @@ class BackgroundModel:
         frame /= gain
         lo = cv2.erode(bg, _KERNEL)
         hi = cv2.dilate(bg, _KERNEL)
-        diff = np.maximum(frame - hi, lo - frame).max(axis=2)
+        # A clipped channel is only a lower bound of the true value: after a light gets brighter a
+        # saturated sign or window reads darker than the background once divided by the gain.
+        # Such a channel can show a body brighter than the background, never one darker.
+        darker = lo - frame
+        darker[clipped] = 0.0
+        diff = np.maximum(frame - hi, darker).max(axis=2)
         self._track_noise(np.abs(frame - bg).max(axis=2))
         thr = max(self.threshold, self.noise_factor * self._noise)
         fg = diff > thr

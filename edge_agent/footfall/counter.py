@@ -48,6 +48,7 @@ class MotionCounter:
         self._bg = BackgroundModel(
             learning_rate=cfg.bg_learning_rate, threshold=cfg.fg_threshold,
             noise_factor=cfg.noise_factor, relearn_fraction=cfg.relearn_fraction,
+            saturation_level=cfg.saturation_level,
         )
         self._tracker = Tracker(max_missed_s=cfg.max_missed_s)
         self._shape: tuple[int, int] | None = None  # working (w, h)
@@ -67,6 +68,7 @@ class MotionCounter:
         """Apply a new config; the background is kept unless the analysis size changes."""
         old = self.cfg
         self.cfg = cfg
+        self._bg.saturation_level = cfg.saturation_level
         if cfg.work_width != old.work_width:
             self._shape = None
             self._bg.reset()

@@ -1,0 +1,38 @@
+"""Background model: what a light switching on must and must not turn into foreground."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_agent.footfall.background import BackgroundModel
+
+
+def _scene() -> np.ndarray:
+    img = np.full((60, 80, 3), 120, np.uint8)
+    img[10:20, 50:70] = (170, 180, 245)  # a bright sign (BGR): its red channel clips when lit 1.35x
+    return img
+
+
+def _lit(img: np.ndarray, gain: float) -> np.ndarray:
+    return np.asarray(np.clip(img.astype(np.float32) * gain, 0, 255), np.uint8)
+
+
+def _mask_after_light_step(saturation_level: int) -> np.ndarray:
+    bg = BackgroundModel(saturation_level=saturation_level)
+    for _ in range(30):
+        bg.apply(_scene())
+    frame = _lit(_scene(), 1.35)
+    frame[30:55, 10:20] = (40, 40, 50)  # a dark-clad person
+    return bg.apply(frame)
+
+
+def test_saturated_sign_is_not_foreground_after_a_light_step_but_a_person_is() -> None:
+    mask = _mask_after_light_step(235)
+    assert mask[10:20, 50:70].sum() == 0
+    assert mask[30:55, 10:20].mean() > 200
+
+
+def test_without_the_saturation_rule_the_clipped_sign_reads_darker_and_becomes_foreground() -> None:
+    # Guards the test above: the scene really does clip (otherwise it would pass vacuously).
+    mask = _mask_after_light_step(256)  # 256: no 8-bit value counts as clipped
+    assert mask[11:19, 51:69].mean() > 200  # (the outermost pixels match their 3x3 neighbourhood)
