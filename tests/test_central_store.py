@@ -523,6 +523,23 @@ def _ids(store: PostgresCentralStore) -> set[str]:
 
 
 @pytest.mark.postgres
+def test_pg_commits_are_durable_even_where_the_server_default_is_not(pg_url: str) -> None:
+    # A server (here: this connection's startup options) with synchronous_commit=off would let a
+    # COMMIT return before its WAL is on disk, and the ingest acks right after the commit.
+    url = pg_url + ("&" if "?" in pg_url else "?") + "options=-c%20synchronous_commit%3Doff"
+    with psycopg.connect(url) as plain:
+        assert plain.execute("SHOW synchronous_commit").fetchone() == ("off",)
+    store = PostgresCentralStore(url)
+    try:
+        assert store.durable_on_commit
+        with store._lock:
+            assert store._connection().execute("SHOW synchronous_commit").fetchone() == ("on",)
+        assert store.write([scan()]) == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 def test_pg_write_after_backend_terminated_between_writes(pg_url: str) -> None:
     store = PostgresCentralStore(pg_url)
     try:

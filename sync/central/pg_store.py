@@ -279,7 +279,7 @@ class PostgresCentralStore:
 
     # The ingest validates the next group while the server works on this one.
     pipelined_writes = True
-    durable_on_commit = True  # a COMMIT returns once PostgreSQL has flushed its WAL
+    durable_on_commit = True  # a COMMIT returns once PostgreSQL has flushed its WAL (set per session)
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url
@@ -301,6 +301,9 @@ class PostgresCentralStore:
         try:
             set_json_loads(orjson.loads, conn)
             conn.execute("SET TIME ZONE 'UTC'")  # timestamptz results come back in UTC
+            # Acks follow commits: a server configured with synchronous_commit=off must not make
+            # this session's commits return before they are durable.
+            conn.execute("SET synchronous_commit = on")
             for kind in TABLE_OF_KIND:
                 conn.execute(_staging_ddl(kind))
             conn.commit()
@@ -562,7 +565,7 @@ class PostgresCentralStore:
         return out
 
     def sync(self) -> None:
-        """Nothing to do: a COMMIT returns once it is durable (``synchronous_commit`` on)."""
+        """Nothing to do: a COMMIT returns once it is durable (the session sets ``synchronous_commit``)."""
 
     def close(self) -> None:
         with self._lock:
