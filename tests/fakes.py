@@ -20,7 +20,6 @@ class MemoryCentralStore:
         # test releases it, and ``sync_error`` makes sync() raise.
         self.durable_on_commit = durable_on_commit
         self.durable: set[str] = set()
-        self.syncs = 0
         self.sync_gate: threading.Event | None = None
         self.sync_error: OSError | None = None
         self.events: dict[str, StoredEvent] = {}
@@ -58,7 +57,6 @@ class MemoryCentralStore:
             raise self.sync_error
         with self._lock:
             self.durable.update(self.events)
-            self.syncs += 1
 
     def event_keys(self) -> list[EventKey]:
         with self._lock:

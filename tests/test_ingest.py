@@ -191,7 +191,7 @@ def test_a_store_that_defers_durability_is_synced_before_anything_is_acked(mosqu
         ingest.stop()
     assert orjson.loads(client.received[0][1]) == {"v": 1, "batch": "b1", "seqs": [[1, 2]]}
     assert durable_at_ack == [{e["id"] for e in events}]
-    assert ingest.failed is None and ingest.syncs >= 1
+    assert ingest.failed is None and ingest.stats.syncs >= 1
 
 
 def test_a_failed_sync_acks_nothing_and_the_next_ingest_gets_the_message_again(mosquitto: Mosquitto) -> None:

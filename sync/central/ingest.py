@@ -60,6 +60,7 @@ class IngestStats:
     events_duplicate: int = 0
     dead_letters: int = 0
     acks_sent: int = 0
+    syncs: int = 0  # store.sync() calls that made committed groups durable (group commit)
     write_failures: int = 0
     connected: bool = False
     connect_refusals: int = 0
@@ -135,7 +136,6 @@ class Ingest:
         # Committed groups waiting for store.sync() before their acks (stores that defer fsync);
         # bounded, so a disk that stalls the sync holds the writer back instead of filling memory.
         self._committed: queue.Queue[tuple[list[_Msg], list[Validated]]] = queue.Queue(maxsize=8)
-        self.syncs = 0
         self.failed: str | None = None  # why the ingest stopped on its own (a failed sync)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -378,7 +378,7 @@ class Ingest:
                 log.critical("%s; acknowledging nothing more and stopping the ingest", self.failed)
                 self._stop.set()
                 return
-            self.syncs += 1
+            self.stats.syncs += 1
             for group, results in batch:
                 try:
                     self._acknowledge(group, results)

@@ -16,8 +16,9 @@ buckets of the report queries are plain prefixes.
 
 Driver: APSW (``apsw``), not the standard ``sqlite3`` module. It bundles a current SQLite and binds
 parameters with far less per-row work; measured on the hot path of the ingest (validate, build the
-rows, insert 500-event batches into the scans table, both threads): 3.95 us of CPU per event with
-APSW against 6.45 with ``sqlite3`` (and 9.1 with ``pysqlite3-binary``), see docs/central_store.md.
+rows, insert 500-event batches into the scans table, one thread; ``bench/ingest_hot_path.py``):
+3.83-3.99 us of CPU per event with APSW against 6.01 with ``sqlite3`` (and 9.1 with
+``pysqlite3-binary``), see docs/central_store.md.
 Every connection to the central file in this process goes through this class, so two SQLite
 libraries never hold POSIX locks on the same file in one process.
 """
@@ -553,7 +554,9 @@ class SqliteCentralStore:
         with self._wal_lock:
             fd = self._wal_fd
             if fd is not None and os.fstat(fd).st_ino != os.stat(wal).st_ino:
-                os.close(fd)  # the WAL file was replaced (never while this connection is open)
+                # The WAL was replaced (SQLite does not while this connection is open); syncing
+                # the old file would make nothing durable, so follow the path.
+                os.close(fd)
                 fd = self._wal_fd = None
             if fd is None:
                 fd = self._wal_fd = os.open(wal, os.O_RDONLY)
