@@ -64,6 +64,11 @@ def main() -> int:
     ap.add_argument("--store", default="sqlite", help="'sqlite' or a postgresql:// URL")
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=1, help="ingest workers on one shared subscription")
+    ap.add_argument("--batch", type=int, default=None, help="events per message (default: the agent's)")
+    ap.add_argument("--inflight", type=int, default=None, help="batches in flight (default: the agent's)")
+    ap.add_argument(
+        "--group-max", type=int, default=None, help="ingest: messages per transaction (default: its own)"
+    )
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="omni-bench-"))
@@ -91,7 +96,10 @@ def main() -> int:
         # Create the schema once before several workers race to.
         count_rows(url)
         for w in range(args.workers):
-            ingests.append(start_ingest(url, f"127.0.0.1:{broker.port}", client_id=f"bench-ingest-{w}"))
+            extra = [] if args.group_max is None else ["--max-messages-per-write", str(args.group_max)]
+            ingests.append(
+                start_ingest(url, f"127.0.0.1:{broker.port}", client_id=f"bench-ingest-{w}", extra=extra)
+            )
         time.sleep(1.5)  # let the ingest connect and subscribe
         import psutil
 
@@ -111,6 +119,8 @@ def main() -> int:
                 str(tmp / "outbox.db"),
                 "--port",
                 str(broker.port),
+                *([] if args.batch is None else ["--batch", str(args.batch)]),
+                *([] if args.inflight is None else ["--inflight", str(args.inflight)]),
             ],
             cwd=ROOT,
             capture_output=True,

@@ -494,6 +494,92 @@ def test_sqlite_group_commit_defers_the_fsync_to_sync(
         grouped.close()
 
 
+def _write_from_another_process(path: str, first_seq: int, n: int, shared_ids: list[str]) -> None:
+    """Child process: write ``n`` new scans (plus the shared ids) in batches of 50."""
+    s = SqliteCentralStore(path, group_commit=True)
+    try:
+        events = [scan() for _ in range(n)] + [
+            msgspec.structs.replace(scan(), id=i, seq=first_seq + k) for k, i in enumerate(shared_ids)
+        ]
+        for k in range(0, len(events), 50):
+            s.write(events[k : k + 50])
+        s.sync()
+    finally:
+        s.close()
+
+
+def test_sqlite_writers_in_several_processes_store_every_event_once(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = str(tmp_path / "c.db")
+    SqliteCentralStore(path).close()  # the schema, before the writers race
+    shared = [str(uuid.uuid4()) for _ in range(40)]  # both processes write these: land once
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_from_another_process, args=(path, 1, 700, shared)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    s = SqliteCentralStore(path)
+    try:
+        assert s.count_events() == 3 * 700 + 40
+        ids = [r["event_id"] for r in s.rows("scan")]
+        assert len(set(ids)) == len(ids) == 3 * 700 + 40
+        assert set(shared) <= set(ids)
+    finally:
+        s.close()
+    assert (tmp_path / "c.db-writer").exists()  # the turn lock the writers queued on
+
+
+def test_sqlite_event_writes_wait_for_the_writer_turn(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    path = tmp_path / "c.db"
+    other = SqliteCentralStore(path)  # another writer (its own descriptor, as another process)
+    s = SqliteCentralStore(path)
+    done = threading.Event()
+    try:
+        assert other.write([scan()]) == 1  # creates the turn lock file
+        holder = os.open(f"{path}-writer", os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # "another process" is writing
+        t = threading.Thread(target=lambda: (s.write([scan()]), done.set()))
+        t.start()
+        assert not done.wait(0.5)  # waits its turn ...
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+        assert done.wait(10)  # ... and writes as soon as the turn is free
+        t.join()
+        assert s.count_events() == 2
+    finally:
+        other.close()
+        s.close()
+
+
+def test_sqlite_writes_without_a_turn_lock_where_it_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_open = os.open
+
+    def refuse_turn_lock(file: Any, flags: int, mode: int = 0o777) -> int:
+        if str(file).endswith("-writer"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, flags, mode)
+
+    s = SqliteCentralStore(tmp_path / "c.db")
+    try:
+        monkeypatch.setattr(os, "open", refuse_turn_lock)
+        assert s.write([scan()]) == 1
+        assert s.write([scan()]) == 1
+        assert s.count_events() == 2
+    finally:
+        s.close()
+    warnings = [r.getMessage() for r in caplog.records if "turn lock" in r.getMessage()]
+    assert len(warnings) == 1 and "Permission denied" in warnings[0]
+    assert not (tmp_path / "c.db-writer").exists()
+
+
 @pytest.mark.postgres
 def test_factory_opens_postgres(pg_url: str) -> None:
     for url in (pg_url, pg_url.replace("postgresql://", "postgres://", 1)):

@@ -10,7 +10,7 @@ import threading
 import time
 from types import FrameType
 
-from sync.central.ingest import BrokerSettings, Ingest
+from sync.central.ingest import MAX_MESSAGES_PER_WRITE, BrokerSettings, Ingest
 
 
 def _broker(args: argparse.Namespace) -> BrokerSettings:
@@ -35,6 +35,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         group=args.group,
         client_id=args.client_id,
         crash_after_commits=args.fault_crash_after_commits,
+        max_messages_per_write=args.max_messages_per_write,
     )
     stop = threading.Event()
 
@@ -116,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ca-file", default=None)
     p.add_argument("--progress", type=float, default=0, help="log stats every N seconds")
     p.add_argument("--fleet", action="store_true", help="also keep the fleet table (presence, versions)")
+    p.add_argument(
+        "--max-messages-per-write",
+        type=int,
+        default=MAX_MESSAGES_PER_WRITE,
+        help="at most this many MQTT messages validated and committed as one transaction",
+    )
     p.add_argument(
         "--fault-crash-after-commits",
         type=int,

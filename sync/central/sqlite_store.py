@@ -25,6 +25,8 @@ libraries never hold POSIX locks on the same file in one process.
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -53,6 +55,8 @@ from sync.central.stores import (
     kind_columns,
 )
 from sync.stored import FootfallEvent, HealthEvent, ScanEvent, StoredEvent
+
+log = logging.getLogger(__name__)
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -338,6 +342,9 @@ class SqliteCentralStore:
         self._lock = threading.Lock()
         self._wal_lock = threading.Lock()
         self._wal_fd: int | None = None
+        # The writers' turn-taking lock (see ``_take_turn``); None until the first write, -1 when
+        # the file system refused it.
+        self._turn_fd: int | None = None
         # APSW never opens transactions behind our back: every write below says BEGIN and COMMIT.
         self._conn = apsw.Connection(str(self.path))
         self._conn.set_busy_timeout(10_000)
@@ -426,20 +433,56 @@ class SqliteCentralStore:
         """
         by_kind, dead_rows = prepared.by_kind, prepared.dead_rows
         with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
+            turn = self._take_turn()
             try:
-                before = conn.total_changes()
-                for kind, rows in by_kind.items():
-                    conn.executemany(_INSERT_SQL[kind], rows)
-                new = conn.total_changes() - before
-                if dead_rows:
-                    conn.executemany(_INSERT_DEAD_SQL, dead_rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                conn = self._conn
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    before = conn.total_changes()
+                    for kind, rows in by_kind.items():
+                        conn.executemany(_INSERT_SQL[kind], rows)
+                    new = conn.total_changes() - before
+                    if dead_rows:
+                        conn.executemany(_INSERT_DEAD_SQL, dead_rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if turn is not None:
+                    fcntl.flock(turn, fcntl.LOCK_UN)
         return new
+
+    def _take_turn(self) -> int | None:
+        """Wait for this process's turn to write (the caller holds ``self._lock``); return the fd.
+
+        Several ingest processes on one file (workers on one shared subscription) would otherwise
+        meet in SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms between tries while the
+        other writer holds the lock for a whole group, and can miss its turn again and again. An
+        exclusive ``flock`` on ``<file>-writer`` queues them instead: the waiter wakes as soon as
+        the lock is released. It only orders the event writes; SQLite's own locking still guards
+        every transaction (other writers, like the fleet table or the tools, do not take it). A
+        file system that refuses it (read-only directory, no flock) leaves the writes to SQLite's
+        busy handler, with one log line.
+        """
+        fd = self._turn_fd
+        if fd is None:
+            try:
+                fd = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                log.warning("no writer turn lock next to %s (%s); writers wait in SQLite", self.path, exc)
+                fd = -1
+            self._turn_fd = fd
+        if fd < 0:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.warning("writer turn lock on %s failed (%s); writers wait in SQLite", self.path, exc)
+            os.close(fd)
+            self._turn_fd = -1
+            return None
+        return fd
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -565,6 +608,9 @@ class SqliteCentralStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+            if self._turn_fd is not None and self._turn_fd >= 0:
+                os.close(self._turn_fd)
+            self._turn_fd = None
         with self._wal_lock:
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
