@@ -557,6 +557,30 @@ def test_sqlite_event_writes_wait_for_the_writer_turn(tmp_path: Path) -> None:
         s.close()
 
 
+def test_sqlite_event_write_gives_up_when_the_turn_never_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    from sync.central import sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "TURN_TIMEOUT_S", 0.3)
+    path = tmp_path / "c.db"
+    s = SqliteCentralStore(path)
+    try:
+        assert s.write([scan()]) == 1
+        holder = os.open(f"{path}-writer", os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # a writer that hangs holding its turn
+        with pytest.raises(apsw.BusyError, match=r"another writer held .*-writer for 0\.3 s"):
+            s.write([scan()])
+        assert s.count_events() == 1  # nothing half-written
+        os.close(holder)
+        assert s.write([scan()]) == 1  # the store works again once the turn is free
+        assert s.count_events() == 2
+    finally:
+        s.close()
+
+
 def test_sqlite_writes_without_a_turn_lock_where_it_cannot_be_made(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

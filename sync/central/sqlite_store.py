@@ -29,6 +29,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,6 +60,9 @@ from sync.stored import FootfallEvent, HealthEvent, ScanEvent, StoredEvent
 log = logging.getLogger(__name__)
 
 Synchronous = Literal["FULL", "NORMAL"]
+
+# How long an event write waits for its turn (and SQLite for its lock) before raising BusyError.
+TURN_TIMEOUT_S = 10.0
 
 _ENVELOPE_TYPES: dict[str, type] = {"event_id": str, "store": str, "device": str, "seq": int, "ts": str}
 _PAYLOAD_TYPES: dict[str, dict[str, type]] = {
@@ -347,7 +351,7 @@ class SqliteCentralStore:
         self._turn_fd: int | None = None
         # APSW never opens transactions behind our back: every write below says BEGIN and COMMIT.
         self._conn = apsw.Connection(str(self.path))
-        self._conn.set_busy_timeout(10_000)
+        self._conn.set_busy_timeout(int(TURN_TIMEOUT_S * 1000))
         self._conn.execute("PRAGMA journal_mode=WAL").fetchall()
         self._conn.execute(f"PRAGMA synchronous={synchronous}").fetchall()
         # Checkpoint every ~40 MB of WAL instead of every 4 MB: the newest rows' pages are written
@@ -459,11 +463,13 @@ class SqliteCentralStore:
         Several ingest processes on one file (workers on one shared subscription) would otherwise
         meet in SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms between tries while the
         other writer holds the lock for a whole group, and can miss its turn again and again. An
-        exclusive ``flock`` on ``<file>-writer`` queues them instead: the waiter wakes as soon as
-        the lock is released. It only orders the event writes; SQLite's own locking still guards
-        every transaction (other writers, like the fleet table or the tools, do not take it). A
-        file system that refuses it (read-only directory, no flock) leaves the writes to SQLite's
-        busy handler, with one log line.
+        exclusive ``flock`` on ``<file>-writer``, tried every 0.2-2 ms, takes the turn within about
+        a millisecond of its release instead. After ``TURN_TIMEOUT_S`` (the busy timeout) it raises
+        ``apsw.BusyError`` as SQLite would, so a writer stuck holding it shows up as failing writes
+        in the log rather than a silent stall. It only orders the event writes; SQLite's own
+        locking still guards every transaction (other writers, like the fleet table or the tools,
+        do not take it). A file system that refuses it (read-only directory, no flock) leaves the
+        writes to SQLite's busy handler, with one log line.
         """
         fd = self._turn_fd
         if fd is None:
@@ -475,14 +481,24 @@ class SqliteCentralStore:
             self._turn_fd = fd
         if fd < 0:
             return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            log.warning("writer turn lock on %s failed (%s); writers wait in SQLite", self.path, exc)
-            os.close(fd)
-            self._turn_fd = -1
-            return None
-        return fd
+        deadline = time.monotonic() + TURN_TIMEOUT_S
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise apsw.BusyError(
+                        f"another writer held {self.path}-writer for {TURN_TIMEOUT_S:g} s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+            except OSError as exc:
+                log.warning("writer turn lock on %s failed (%s); writers wait in SQLite", self.path, exc)
+                os.close(fd)
+                self._turn_fd = -1
+                return None
 
     # -- reads --------------------------------------------------------------------------------
 
