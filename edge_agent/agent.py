@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from device_configs.device import DeviceConfig
 from edge_agent import __version__
+from edge_agent.backlog import BacklogForecast
 from edge_agent.clock import WallClock
 from edge_agent.config_manager import ConfigManager, Running
 from edge_agent.events import encode_event
@@ -84,6 +85,10 @@ def fingerprint(*models: BaseModel) -> str:
     return h.hexdigest()[:16]
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 class Agent:
     def __init__(
         self, cfg: DeviceConfig, *, base_dir: Path | None = None, running: Running | None = None
@@ -128,6 +133,8 @@ class Agent:
         self._outbox_reported = OutboxPressure.of(self.outbox.stats())
         self._outbox_degraded = False
         self._outbox_next_report = 0.0
+        # Hours until the outbox's capacity and the disk are reached, from the heartbeats' samples.
+        self.backlog_forecast = BacklogForecast()
 
     # -- events -----------------------------------------------------------------------------
 
@@ -286,12 +293,21 @@ class Agent:
 
     # -- health -----------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """The heartbeat's metrics (``now``: a monotonic time for the backlog forecast)."""
         disk = shutil.disk_usage(self.state_dir)
         st = self.outbox.stats()
         pressure = OutboxPressure.of(st)
+        fc = self.backlog_forecast
+        fc.observe(time.monotonic() if now is None else now, st.events, st.bytes_payload, st.bytes_on_disk)
+        f = fc.forecast(
+            max_rows=self.outbox.max_rows, max_bytes=self.outbox.max_bytes, disk_free_bytes=disk.free
+        )
         metrics: dict[str, Any] = {
             **link_metrics(st, self.uplink.stats),
+            "backlog_growth_eps": _rounded(f.events_per_s, 3),
+            "backlog_hours_to_capacity": _rounded(f.hours_to_capacity, 2),
+            "disk_hours_to_full": _rounded(f.hours_to_disk_full, 2),
             "folded_total": pressure.folded,
             "footfall_evicted_in": pressure.footfall_in,
             "footfall_evicted_out": pressure.footfall_out,
