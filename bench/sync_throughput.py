@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,18 @@ def count_rows(url: str) -> int:
         return store.count_events()
     finally:
         store.close()
+
+
+def _thread_cpu(procs: list[Any]) -> dict[tuple[int, int], float]:
+    """CPU seconds of every thread of the given processes, by (pid, thread id)."""
+    out: dict[tuple[int, int], float] = {}
+    for p in procs:
+        try:
+            for t in p.threads():
+                out[(p.pid, t.id)] = t.user_time + t.system_time
+        except Exception:  # noqa: BLE001 - a process that ended counts nothing more
+            continue
+    return out
 
 
 def _cpu(procs: list[Any]) -> float:
@@ -109,6 +122,7 @@ def main() -> int:
             # ingest connections exist by now; autovacuum and the WAL writer are included).
             watched["postgres"] = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
         cpu0 = {k: _cpu(ps) for k, ps in watched.items()}
+        threads0 = _thread_cpu(watched["ingest"])
         t0 = time.perf_counter()
         drain = subprocess.run(
             [
@@ -129,6 +143,7 @@ def main() -> int:
         )
         elapsed = time.perf_counter() - t0
         cpu = {k: _cpu(ps) - cpu0[k] for k, ps in watched.items()}
+        threads = _thread_cpu(watched["ingest"])
         if drain.returncode != 0:
             print(drain.stderr[-3000:], file=sys.stderr)
         d = json.loads(drain.stdout.strip().splitlines()[-1])
@@ -145,6 +160,16 @@ def main() -> int:
             f"{d['outbox_bytes_after'] / 1e6:.1f} MB after"
         )
         print(f"central: {rows:,} rows, {distinct:,} distinct ids")
+        # How busy each ingest thread was over the drain: one near 100% is the critical path.
+        busy = sorted(
+            ((v - threads0.get(k, 0.0)) / d["seconds"] for k, v in threads.items()), reverse=True
+        )
+        busy = [b for b in busy if b >= 0.005]
+        print(
+            "ingest threads, share of a core during the drain: "
+            + ", ".join(f"{b:.0%}" for b in busy)
+            + f"; load average {os.getloadavg()[0]:.2f}"
+        )
         result = {
             "backend": backend,
             "events": args.events,
@@ -155,6 +180,7 @@ def main() -> int:
             "outbox_mb_after": round(d["outbox_bytes_after"] / 1e6, 1),
             "workers": args.workers,
             "cpu_us_per_event": per_event,
+            "ingest_thread_busy": [round(b, 2) for b in busy],
             "lost": args.events - distinct,
             "duplicated": rows - distinct,
         }
