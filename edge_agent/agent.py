@@ -39,6 +39,7 @@ from sync.wire import HealthPayload, Payload
 
 log = logging.getLogger(__name__)
 
+OUTLOOK_LOG_S = 600.0  # the "uplink down, the store holds out N hours" line, at most this often
 CLOCK_CHECK_S = 1.0  # how often the wall clock is compared with the monotonic one (and the outbox)
 
 
@@ -135,6 +136,7 @@ class Agent:
         self._outbox_next_report = 0.0
         # Hours until the outbox's capacity and the disk are reached, from the heartbeats' samples.
         self.backlog_forecast = BacklogForecast()
+        self._outlook_next_log = 0.0
 
     # -- events -----------------------------------------------------------------------------
 
@@ -404,6 +406,30 @@ class Agent:
             },
         )
 
+    def log_backlog_outlook(self, m: dict[str, Any], now: float | None = None) -> str | None:
+        """While the backlog grows with the uplink down, tell store IT how long the store holds out.
+
+        At most one line every ``OUTLOOK_LOG_S``; returns the line it logged, if any.
+        """
+        now = time.monotonic() if now is None else now
+        growth, to_capacity = m.get("backlog_growth_eps"), m.get("backlog_hours_to_capacity")
+        if m.get("mqtt_connected") or not growth or growth <= 0 or to_capacity is None:
+            return None
+        if now < self._outlook_next_log:
+            return None
+        self._outlook_next_log = now + OUTLOOK_LOG_S
+        age = m.get("backlog_oldest_age_s")
+        disk = m.get("disk_hours_to_full")
+        line = (
+            f"uplink down: {m.get('backlog_events')} events waiting"
+            + (f" (oldest {age / 3600:.1f} h)" if age is not None else "")
+            + f", growing {growth:.2f}/s; the outbox reaches its capacity in {to_capacity:.1f} h"
+            " (then footfall is folded and health events give way; scans are kept)"
+            + (f", the disk is full in {disk:.1f} h" if disk is not None else "")
+        )
+        log.warning("%s", line)
+        return line
+
     def _beat(self) -> None:
         next_beat = time.monotonic() + self.cfg.sync.heartbeat_s
         while not self._stop.wait(min(CLOCK_CHECK_S, self.cfg.sync.heartbeat_s)):
@@ -422,6 +448,7 @@ class Agent:
                 self.emit(
                     HealthPayload(status=status, component="agent", metrics=dict(list(m.items())[:200]))
                 )
+                self.log_backlog_outlook(m)
                 self.uplink.refresh_status()
             except Exception:
                 log.exception("heartbeat failed")

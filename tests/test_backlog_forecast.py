@@ -89,3 +89,38 @@ def test_the_heartbeat_carries_the_forecast(tmp_path: Path) -> None:
         assert m["disk_hours_to_full"] is not None and m["disk_hours_to_full"] > 0
     finally:
         agent.outbox.close()
+
+
+def test_store_it_is_told_how_long_the_store_holds_out_while_the_uplink_is_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from device_configs.device import DeviceConfig
+    from edge_agent.agent import OUTLOOK_LOG_S, Agent
+
+    doc = {"store": "s1", "device": "d1", "state_dir": "state"}
+    agent = Agent(DeviceConfig.model_validate(doc), base_dir=tmp_path)
+    down = {
+        "mqtt_connected": False,
+        "backlog_events": 7200,
+        "backlog_oldest_age_s": 5400.0,
+        "backlog_growth_eps": 2.0,
+        "backlog_hours_to_capacity": 12.5,
+        "disk_hours_to_full": 80.25,
+    }
+    try:
+        with caplog.at_level("WARNING", logger="edge_agent.agent"):
+            line = agent.log_backlog_outlook(down, now=1000.0)
+            assert line == (
+                "uplink down: 7200 events waiting (oldest 1.5 h), growing 2.00/s; the outbox reaches "
+                "its capacity in 12.5 h (then footfall is folded and health events give way; scans "
+                "are kept), the disk is full in 80.2 h"
+            )
+            assert agent.log_backlog_outlook(down, now=1000.0 + OUTLOOK_LOG_S - 1) is None  # rate limit
+            assert agent.log_backlog_outlook({**down, "mqtt_connected": True}, now=5000.0) is None
+            assert agent.log_backlog_outlook({**down, "backlog_growth_eps": -3.0}, now=5000.0) is None
+            assert agent.log_backlog_outlook({**down, "backlog_growth_eps": None}, now=5000.0) is None
+            again = agent.log_backlog_outlook({**down, "disk_hours_to_full": None}, now=5000.0)
+            assert again is not None and again.endswith("scans are kept)")
+        assert [r.getMessage() for r in caplog.records] == [line, again]
+    finally:
+        agent.outbox.close()
