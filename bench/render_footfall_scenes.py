@@ -10,6 +10,11 @@ A held-out set (scenes no default run shows, for checking that a change generali
 
     .venv/bin/python bench/render_footfall_scenes.py /tmp/footfall_holdout --first-seed 2 \
         --oxford-offset 300 --oxford-clip-frames 600
+
+The Oxford counts move by several per clip with the render seed alone (looks and noise of the same
+trajectories), so also check a change on other renders of the same clips:
+
+    .venv/bin/python bench/render_footfall_scenes.py /tmp/footfall_ox7 --no-door --oxford-seed 7
 """
 
 from __future__ import annotations
@@ -64,10 +69,13 @@ def main() -> None:
     ap.add_argument("--oxford-clip-frames", type=int, default=750)
     ap.add_argument("--oxford-offset", type=int, default=0,
                     help="first frame of the first Oxford clip (other offsets/lengths give other clips)")
+    ap.add_argument("--oxford-seed", type=int, default=0,
+                    help="added to each Oxford clip's render seed: same trajectories, other looks and noise")
+    ap.add_argument("--no-door", action="store_true", help="Oxford replays only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     h = round(args.width * 9 / 16)
-    for seed in range(args.first_seed, args.first_seed + args.seeds):
+    for seed in range(args.first_seed, args.first_seed + (0 if args.no_door else args.seeds)):
         for name in SCENARIOS:
             for tag, pert in (("clean", None), ("hard", HARD)):
                 sc = door_scene(name, width=args.width, height=h, seed=seed, perturb=pert)
@@ -81,7 +89,8 @@ def main() -> None:
         last = max(f for frames in boxes.values() for f in frames)
         step = args.oxford_clip_frames
         for a in range(args.oxford_offset, last - step // 2, step):
-            write(oxford_scene(boxes, a, min(a + step, last), width=args.width, seed=a), args.out)
+            write(oxford_scene(boxes, a, min(a + step, last), width=args.width, seed=a + args.oxford_seed),
+                  args.out)
 
 
 if __name__ == "__main__":
