@@ -15,6 +15,7 @@ class MemoryCentralStore:
 
     def __init__(self, *, pipelined_writes: bool = True, durable_on_commit: bool = True) -> None:
         self.pipelined_writes = pipelined_writes
+        self.messages_per_write = 10
         # With durable_on_commit False, writes are "committed" but only sync() makes them durable:
         # ``durable`` holds the ids a sync covered; ``sync_gate`` (when set) holds sync() until the
         # test releases it, and ``sync_error`` makes sync() raise.

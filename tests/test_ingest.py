@@ -245,3 +245,15 @@ def test_the_acker_survives_a_failing_callback(mosquitto: Mosquitto) -> None:
         ingest.stop()
     assert [orjson.loads(p)["batch"] for _, p in client.received] == ["b1", "b2"]
     assert seen == ["b1", "b2"]
+
+
+def test_group_size_is_the_stores_unless_given(tmp_path: Path) -> None:
+    sqlite = open_central_store(str(tmp_path / "c.db"), group_commit=True)
+    try:
+        assert Ingest(sqlite, BrokerSettings(port=1)).max_messages_per_write == 5
+        assert Ingest(sqlite, BrokerSettings(port=1), max_messages_per_write=50).max_messages_per_write == 50
+    finally:
+        sqlite.close()
+    fake = MemoryCentralStore()
+    fake.messages_per_write = 7
+    assert Ingest(fake, BrokerSettings(port=1)).max_messages_per_write == 7

@@ -10,7 +10,7 @@ import threading
 import time
 from types import FrameType
 
-from sync.central.ingest import MAX_MESSAGES_PER_WRITE, BrokerSettings, Ingest
+from sync.central.ingest import BrokerSettings, Ingest
 
 
 def _broker(args: argparse.Namespace) -> BrokerSettings:
@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--max-messages-per-write",
         type=int,
-        default=MAX_MESSAGES_PER_WRITE,
-        help="at most this many MQTT messages validated and committed as one transaction",
+        default=None,
+        help="at most this many MQTT messages validated and committed as one transaction "
+        "(default: the store's, 5 for SQLite and 10 for PostgreSQL)",
     )
     p.add_argument(
         "--fault-crash-after-commits",

@@ -48,16 +48,9 @@ from sync.central.store import DEAD_LETTER_MAX_BYTES, CentralStore, DeadLetter, 
 from sync.validate import Rejected, Validated, validate_message
 from sync.wire import MAX_MESSAGE_BYTES, seq_ranges
 
-__all__ = ["MAX_MESSAGES_PER_WRITE", "BrokerSettings", "Ingest", "IngestStats", "dead_letter"]
+__all__ = ["BrokerSettings", "Ingest", "IngestStats", "dead_letter"]
 
 log = logging.getLogger(__name__)
-
-# Messages validated and committed together (one transaction, one group for the acker): with the
-# agent's 500-event batches, 5,000 events. Small enough that a device's window of batches in flight
-# spans several groups, so receiving, writing, syncing and acknowledging overlap instead of going
-# in lockstep (measured with bench/sync_throughput.py: 133.5k events/s with 50, 143k with 8, 146k
-# with 10 and 150 batches in flight; docs/central_store.md).
-MAX_MESSAGES_PER_WRITE = 10
 
 
 @dataclass
@@ -110,7 +103,7 @@ class Ingest:
         *,
         group: str = "ingest",
         client_id: str | None = None,
-        max_messages_per_write: int = MAX_MESSAGES_PER_WRITE,
+        max_messages_per_write: int | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         on_write: Callable[[Validated], None] | None = None,
         crash_after_commits: int | None = None,
@@ -124,7 +117,11 @@ class Ingest:
         self.broker = broker
         self.group = group
         self.client_id = client_id or broker.client_id or f"ingest-{group}-1"
-        self.max_messages_per_write = max_messages_per_write
+        # Messages validated and committed together (one transaction, one group for the acker);
+        # by default what suits the store (``CentralStore.messages_per_write``). Groups much
+        # smaller than a device's window of batches in flight let receiving, writing, syncing and
+        # acknowledging overlap instead of going in lockstep.
+        self.max_messages_per_write = max_messages_per_write or store.messages_per_write
         self.max_message_bytes = max_message_bytes
         self.on_write = on_write
         # Fault injection (harness and tests): SIGKILL this process right after the Nth commit,

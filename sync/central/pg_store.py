@@ -280,6 +280,9 @@ class PostgresCentralStore:
     # The ingest validates the next group while the server works on this one.
     pipelined_writes = True
     durable_on_commit = True  # a COMMIT returns once PostgreSQL has flushed its WAL (set per session)
+    # 5,000 events per COPY and COMMIT with 500-event batches: with 5 the figures dropped (one
+    # worker 81.5k against 103.4k events/s, two workers 125.3k against 131.6k; sync_throughput).
+    messages_per_write = 10
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self.url = url

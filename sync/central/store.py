@@ -56,6 +56,8 @@ class CentralStore(Protocol):
     # Whether a write's commit is on disk when ``write``/``write_prepared`` returns. When False,
     # ``sync()`` makes every commit so far durable, and nothing may be acknowledged before it.
     durable_on_commit: bool
+    # How many MQTT messages the ingest validates and commits as one transaction (one group).
+    messages_per_write: int
 
     def write(self, events: Sequence[StoredEvent], dead: Sequence[DeadLetter] = ()) -> int:
         """Store events and dead letters in ONE transaction; return how many events were new.
