@@ -45,3 +45,11 @@ def test_ingest_with_fleet_tracks_presence_and_reports_read_back(
     out = capsys.readouterr().out
     scans = [line.split() for line in out.splitlines() if line.startswith("  s1 ") and len(line.split()) == 4]
     assert sum(int(cols[3]) for cols in scans) == 200
+
+
+def test_ingest_refuses_a_group_size_below_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ingest", "--store", str(tmp_path / "c.db"), "--max-messages-per-write", "0"])
+    assert exit_info.value.code == 2
+    assert "--max-messages-per-write: must be 1 or more, not 0" in capsys.readouterr().err
+    assert not (tmp_path / "c.db").exists()  # refused before anything was opened

@@ -13,6 +13,13 @@ from types import FrameType
 from sync.central.ingest import BrokerSettings, Ingest
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _broker(args: argparse.Namespace) -> BrokerSettings:
     host, _, port = args.broker.rpartition(":")
     return BrokerSettings(
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fleet", action="store_true", help="also keep the fleet table (presence, versions)")
     p.add_argument(
         "--max-messages-per-write",
-        type=int,
+        type=_positive_int,
         default=None,
         help="at most this many MQTT messages validated and committed as one transaction "
         "(default: the store's, 5 for SQLite and 10 for PostgreSQL)",
