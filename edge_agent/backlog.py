@@ -62,7 +62,7 @@ class BacklogForecast:
 
 def _min_hours(*limits: tuple[float, float]) -> float | None:
     """Hours until the first of several (room left, growth per second) limits is reached."""
-    hours = [max(room, 0.0) / rate / 3600.0 for room, rate in limits if rate > 0]
     if any(room <= 0 for room, _ in limits):
         return 0.0
+    hours = [room / rate / 3600.0 for room, rate in limits if rate > 0]
     return min(hours) if hours else None

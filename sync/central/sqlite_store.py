@@ -25,12 +25,13 @@ libraries never hold POSIX locks on the same file in one process.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -442,26 +443,31 @@ class SqliteCentralStore:
         The rows stay valid after a failure, so a write can be retried with the same object.
         """
         by_kind, dead_rows = prepared.by_kind, prepared.dead_rows
-        with self._lock:
-            turn = self._take_turn()
+        with self._lock, self._writer_turn():
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn = self._conn
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    before = conn.total_changes()
-                    for kind, rows in by_kind.items():
-                        conn.executemany(_INSERT_SQL[kind], rows)
-                    new = conn.total_changes() - before
-                    if dead_rows:
-                        conn.executemany(_INSERT_DEAD_SQL, dead_rows)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-            finally:
-                if turn is not None:
-                    fcntl.flock(turn, fcntl.LOCK_UN)
+                before = conn.total_changes()
+                for kind, rows in by_kind.items():
+                    conn.executemany(_INSERT_SQL[kind], rows)
+                new = conn.total_changes() - before
+                if dead_rows:
+                    conn.executemany(_INSERT_DEAD_SQL, dead_rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         return new
+
+    @contextlib.contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """Hold this process's turn to write for the ``with`` block (see ``_take_turn``)."""
+        fd = self._take_turn()
+        try:
+            yield
+        finally:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _take_turn(self) -> int | None:
         """Wait for this process's turn to write (the caller holds ``self._lock``); return the fd.
