@@ -4,7 +4,9 @@
 
 Starts its own mosquitto on a free port, an ingest process and a drain process (the agent's uplink
 on the pre-filled outbox), all on this machine, and times from the drain's start until the last
-event is in the central store. Last line: one JSON object with the figures.
+event is in the central store. Last line: one JSON object with the figures, among them
+``speed_ref_s``: the machine's speed at the time (seconds for 10M Python additions on one core;
+this VM's speed varies ~2x between days, so compare figures only at a similar reference).
 """
 
 from __future__ import annotations
@@ -72,6 +74,23 @@ def _cpu(procs: list[Any]) -> float:
     return total
 
 
+def speed_reference() -> float:
+    """Seconds for 10 million Python additions on one core (best of 3 runs of 2 million, x5).
+
+    This VM's speed varies by 2x from day to day (other guests on its host), so a figure is
+    only comparable with others taken at a similar reference; every run prints it.
+    """
+    # Module-level code (global variables), as ``python -c "s=0; for i in range(...): s+=i"``:
+    # the figure the project's notes have quoted since session 4.
+    code = compile("s = 0\nfor i in range(2_000_000):\n    s += i\n", "<speed>", "exec")
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        exec(code, {})  # a fixed loop, no input
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 5, 2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", default="sqlite", help="'sqlite' or a postgresql:// URL")
@@ -84,6 +103,8 @@ def main() -> int:
     )
     args = ap.parse_args()
 
+    speed = speed_reference()
+    print(f"machine speed reference: 10M Python additions in {speed} s (lower is faster)", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="omni-bench-"))
     pg_admin = None
     if args.store == "sqlite":
@@ -181,6 +202,7 @@ def main() -> int:
             "workers": args.workers,
             "cpu_us_per_event": per_event,
             "ingest_thread_busy": [round(b, 2) for b in busy],
+            "speed_ref_s": speed,
             "lost": args.events - distinct,
             "duplicated": rows - distinct,
         }
