@@ -73,7 +73,11 @@ class SyncSettings(StrictModel):
         default=262_144, ge=1024, le=1_000_000, description="Bytes per MQTT message (wire limit 1 MiB)."
     )
     max_inflight_batches: int = Field(
-        default=50, ge=1, le=1000, description="Batches sent and not yet acknowledged end to end."
+        default=100,
+        ge=1,
+        le=1000,
+        description="Batches sent and not yet acknowledged end to end (100 measured ~10% faster "
+        "than 50 draining a 1M backlog into two ingest workers; 200 no faster).",
     )
     ack_timeout_s: float = Field(
         default=15, ge=0.2, le=3600, description="Resend a batch when no ack arrived within this time."
