@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from device_configs.footfall import DetectorConfig
@@ -22,10 +23,21 @@ SIZE = 64  # network input
 ANCHORS = 100  # candidate rows; real models have thousands (the unused ones score 0)
 
 
-def write_model(path: Path, output: npt.NDArray[np.float32]) -> str:
-    """An ONNX graph that ignores its image (but keeps it connected) and returns ``output``."""
-    nodes = [
-        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+def write_model(path: Path, output: npt.NDArray[np.float32], fixed_input: bool = False) -> str:
+    """An ONNX graph that ignores its image (but keeps it connected) and returns ``output``.
+
+    With ``fixed_input`` the image first goes through a Reshape to SIZE x SIZE pixels, as in a YOLO
+    export with a fixed input shape: the graph then runs at no other input size.
+    """
+    pixels = numpy_helper.from_array(np.array([1, 3, SIZE * SIZE], np.int64))
+    nodes = []
+    if fixed_input:
+        nodes += [
+            helper.make_node("Constant", [], ["pixels"], value=pixels),
+            helper.make_node("Reshape", ["images", "pixels"], ["flat"]),
+        ]
+    nodes += [
+        helper.make_node("ReduceMean", ["flat" if fixed_input else "images"], ["mean"], keepdims=0),
         helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.float32))),
         helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
         helper.make_node("Add", ["boxes", "nothing"], ["output"]),
@@ -70,6 +82,38 @@ def test_v5_layout_multiplies_objectness_by_the_person_score(tmp_path: Path) -> 
     det = OnnxPersonDetector(cfg)
     # 64x64 image: no scaling. Box (12, 20)-(20, 44): centre x 16, feet y 44.
     assert det.detect(image(64, 64)) == [Detection(16.0, 44.0, 8.0, 24.0, 1)]
+
+
+def test_v8_layout_with_two_classes_takes_class_0_as_the_person(tmp_path: Path) -> None:
+    # Like a person model fine-tuned to two classes (standing, fallen): output (1, 6, N).
+    out = np.zeros((1, 6, ANCHORS), np.float32)
+    out[0, :4, 0], out[0, 4:, 0] = [16, 32, 8, 24], [0.7, 0.01]  # class 0: kept
+    out[0, :4, 1], out[0, 4:, 1] = [48, 32, 8, 24], [0.05, 0.9]  # class 1 only: not taken
+    cfg = DetectorConfig(kind="onnx", model_path=write_model(tmp_path / "v8c2.onnx", out), input_size=SIZE)
+    assert OnnxPersonDetector(cfg).detect(image(64, 64)) == [Detection(16.0, 44.0, 8.0, 24.0, 1)]
+
+
+def test_v8_layout_with_one_class(tmp_path: Path) -> None:
+    out = np.zeros((1, 5, ANCHORS), np.float32)
+    out[0, :, 0] = [16, 32, 8, 24, 0.5]
+    out[0, :, 1] = [48, 32, 8, 24, 0.2]  # below 0.4
+    cfg = DetectorConfig(kind="onnx", model_path=write_model(tmp_path / "v8c1.onnx", out), input_size=SIZE)
+    assert OnnxPersonDetector(cfg).detect(image(64, 64)) == [Detection(16.0, 44.0, 8.0, 24.0, 1)]
+
+
+def test_fixed_shape_model_at_another_input_size_fails_when_configured(tmp_path: Path) -> None:
+    out = np.zeros((1, 84, ANCHORS), np.float32)
+    path = write_model(tmp_path / "fixed.onnx", out, fixed_input=True)
+    det = OnnxPersonDetector(DetectorConfig(kind="onnx", model_path=path, input_size=SIZE))
+    assert det.detect(image()) == []
+    with pytest.raises(ValueError, match="does not run at input_size 96"):
+        OnnxPersonDetector(DetectorConfig(kind="onnx", model_path=path, input_size=96))
+
+
+def test_output_that_is_no_yolo_layout_is_refused(tmp_path: Path) -> None:
+    path = write_model(tmp_path / "flat.onnx", np.zeros((1, 1000), np.float32))
+    with pytest.raises(ValueError, match="not a YOLO layout"):
+        OnnxPersonDetector(DetectorConfig(kind="onnx", model_path=path, input_size=SIZE))
 
 
 def test_no_detector_by_default() -> None:

@@ -24,19 +24,41 @@ class PersonDetector(Protocol):
 
 
 class OnnxPersonDetector:
-    """YOLOv5/v8 style output: rows of (cx, cy, w, h, [objectness], class scores...); class 0 = person."""
+    """YOLOv5/v8 style output: rows of (cx, cy, w, h, [objectness], class scores...); class 0 = person.
+
+    Any number of classes in the v8 layout (1, 4 + classes, N): a person-only model has one, and a
+    two-class model whose class 0 is a standing person (e.g. normal/fallen) works as it is.
+    """
 
     def __init__(self, cfg: DetectorConfig) -> None:
         assert cfg.model_path is not None  # enforced by DetectorConfig
         self.cfg = cfg
         self.net = cv2.dnn.readNetFromONNX(cfg.model_path)
+        # One blank run now, so that a model that cannot run at input_size (an export with a fixed
+        # input shape, e.g. 640) fails when it is configured rather than on the first frame it sees.
+        size = cfg.input_size
+        try:
+            out = self._forward(np.zeros((1, 3, size, size), np.float32))
+        except cv2.error as e:
+            raise ValueError(
+                f"detector model {cfg.model_path} does not run at input_size {size}; "
+                f"a model exported with a fixed input shape needs input_size set to that size ({e.err})"
+            ) from e
+        if out.ndim != 3 or min(out.shape[1:]) < 5:
+            raise ValueError(
+                f"detector model {cfg.model_path} gives output shape {out.shape}, not a YOLO layout "
+                "(1, 4 + classes, N) or (1, N, 5 + classes)"
+            )
+
+    def _forward(self, blob: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.net.setInput(blob)
+        return np.asarray(self.net.forward(), np.float32)
 
     def detect(self, image: npt.NDArray[np.uint8]) -> list[Detection] | None:
         size = self.cfg.input_size
         h, w = image.shape[:2]
         blob = cv2.dnn.blobFromImage(image, 1 / 255.0, (size, size), swapRB=True, crop=False)
-        self.net.setInput(blob)
-        out = np.asarray(self.net.forward())
+        out = self._forward(np.asarray(blob, np.float32))
         rows = out[0]
         if rows.shape[0] < rows.shape[1]:  # v8 layout is (84, N)
             rows = rows.T
