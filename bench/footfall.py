@@ -6,6 +6,11 @@ decoding included in ms per frame (wall clock) and cpu_ms_per_frame (this proces
 figure to trust when other jobs share the cores). The last line printed is one JSON object with the totals.
 
     .venv/bin/python bench/footfall.py ../shared/data/footfall/caviar_front
+
+A nested field is set whole, as a JSON object; e.g. the optional person detector (input_size must be
+the model's own when it was exported with a fixed input shape):
+
+    --set 'detector={"kind": "onnx", "model_path": "/path/model.onnx", "input_size": 640}'
 """
 
 from __future__ import annotations
@@ -64,7 +69,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir", type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a FootfallConfig field (JSON value), for tuning experiments")
+                    help="override a FootfallConfig field (JSON value), for tuning experiments; a nested "
+                         "one is set whole: detector={\"kind\": \"onnx\", \"model_path\": ...}")
     ap.add_argument("--resize", default=None, help="WxH: resize every frame before counting (speed tests)")
     ap.add_argument("--events", action="store_true", help="print each counted crossing")
     ap.add_argument("--threads", type=int, default=1)
