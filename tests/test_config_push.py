@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -26,6 +27,7 @@ from tests.test_config_support import (
     running_agent,
     wait_until,
 )
+from tests.test_detector_onnx import write_model
 
 pytestmark = pytest.mark.broker
 
@@ -170,6 +172,33 @@ def test_camera_that_cannot_open_rolls_back_to_the_last_known_good(
         wait_until(
             lambda: ops.acks[("s1", "d1")].noop and ops.acks[("s1", "d1")].version == 1, 10, "noop ack"
         )
+
+
+def test_footfall_detector_model_that_cannot_run_rolls_back(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    # A person model exported with a fixed input shape, pushed with another input_size: the
+    # detector refuses it when the pipeline builds its counter, and the push is rolled back.
+    model = write_model(tmp_path / "fixed.onnx", np.zeros((1, 84, 100), np.float32), fixed_input=True)
+    doc = device_doc(tmp_path, mosquitto.port)
+    doc["config_push"] = {"apply_timeout_s": 5}
+    with running_agent(doc, tmp_path) as agent, ops_client(mosquitto.port) as ops:
+        good = changed(doc, **{"sync.heartbeat_s": 2})
+        assert push_docs(ops, {("s1", "d1"): good})[("s1", "d1")].result == "applied"
+        broken = changed(
+            good,
+            cameras=[{"id": "door", "source": {"kind": "simulated", "scenario": "footfall_single_in"}}],
+            footfall=[
+                {"camera": "door", "detector": {"kind": "onnx", "model_path": model, "input_size": 96}}
+            ],
+            **{"sync.heartbeat_s": 3},
+        )
+        out = push_docs(ops, {("s1", "d1"): broken})[("s1", "d1")]
+        assert out.result == "rolled_back", out
+        assert out.running_version == 1
+        assert any(
+            r.startswith("footfall:door:") and "does not run at input_size 96" in r for r in out.reasons
+        ), out.reasons
+        assert "footfall:door" not in agent.supervisor.children
+        assert agent.cfg.sync.heartbeat_s == 2
 
 
 def test_same_retained_config_after_reconnect_restarts_nothing(tmp_path: Path, mosquitto: Mosquitto) -> None:
