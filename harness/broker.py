@@ -115,9 +115,36 @@ class Mosquitto:
         try:
             for port in (self.port, *self.extra_ports):
                 wait_port("127.0.0.1", port, timeout)
+            self._wait_signal_handlers(timeout)
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"mosquitto did not start; log:\n{self.log_tail()}") from None
+
+    def _wait_signal_handlers(self, timeout: float) -> None:
+        """Wait until mosquitto handles SIGHUP and SIGTERM itself.
+
+        It opens its listeners before it installs its signal handlers, so a port that answers
+        does not mean a SIGHUP (reload) is safe yet: sent in between, it is ignored when the
+        broker inherited an ignored SIGHUP (under nohup) and kills the broker otherwise. The
+        handlers show in /proc/PID/status as caught signals; without /proc this does not wait.
+        """
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status")
+        wanted = (1 << (signal.SIGHUP - 1)) | (1 << (signal.SIGTERM - 1))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                text = status.read_text()
+            except OSError:
+                return
+            caught = next(
+                (int(line.split()[1], 16) for line in text.splitlines() if line.startswith("SigCgt:")), None
+            )
+            if caught is None or caught & wanted == wanted:
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError("mosquitto did not install its signal handlers")
+            time.sleep(0.005)
 
     def log_tail(self, n: int = 30) -> str:
         with contextlib.suppress(OSError):
