@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -15,6 +16,7 @@ from device_configs.device import DeviceConfig
 from edge_agent.agent import Agent
 from edge_agent.config_manager import FAILED_FILE, LKG_FILE, load_bootstrap
 from harness.broker import Mosquitto
+from sync.central.ops import OpsClient, Outcome
 from sync.central.ops_cli import main as ops_main
 from sync.config_wire import public_key_b64, sign
 from tests.test_config_support import (
@@ -143,21 +145,25 @@ def test_rejected_config_is_acknowledged_with_reasons_and_the_running_config_sta
         assert ack.result == "applied" and ack.running_version == 5
 
 
+def push_good_then_broken(
+    ops: OpsClient, doc: dict[str, Any], camera: dict[str, Any], **pipelines: Any
+) -> Outcome:
+    """Push version 1 (heartbeat 2 s, applied), then version 2 adding ``camera`` and ``pipelines``
+    (heartbeat 3 s); return version 2's ack."""
+    good = changed(doc, **{"sync.heartbeat_s": 2})
+    assert push_docs(ops, {("s1", "d1"): good})[("s1", "d1")].result == "applied"
+    broken = changed(good, cameras=[camera], **pipelines, **{"sync.heartbeat_s": 3})
+    return push_docs(ops, {("s1", "d1"): broken})[("s1", "d1")]
+
+
 def test_camera_that_cannot_open_rolls_back_to_the_last_known_good(
     tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
     doc = device_doc(tmp_path, mosquitto.port)
     doc["config_push"] = {"apply_timeout_s": 1.5}
     with running_agent(doc, tmp_path) as agent, ops_client(mosquitto.port) as ops:
-        good = changed(doc, **{"sync.heartbeat_s": 2})
-        assert push_docs(ops, {("s1", "d1"): good})[("s1", "d1")].result == "applied"
-        broken = changed(
-            good,
-            cameras=[{"id": "door", "source": {"kind": "folder", "path": str(tmp_path / "no-such-camera")}}],
-            qr=[{"camera": "door"}],
-            **{"sync.heartbeat_s": 3},
-        )
-        out = push_docs(ops, {("s1", "d1"): broken})[("s1", "d1")]
+        camera = {"id": "door", "source": {"kind": "folder", "path": str(tmp_path / "no-such-camera")}}
+        out = push_good_then_broken(ops, doc, camera, qr=[{"camera": "door"}])
         assert out.result == "rolled_back", out
         assert out.running_version == 1
         assert any(r.startswith("qr:door: not up within 1.5s") for r in out.reasons), out.reasons
@@ -181,17 +187,9 @@ def test_footfall_detector_model_that_cannot_run_rolls_back(tmp_path: Path, mosq
     doc = device_doc(tmp_path, mosquitto.port)
     doc["config_push"] = {"apply_timeout_s": 5}
     with running_agent(doc, tmp_path) as agent, ops_client(mosquitto.port) as ops:
-        good = changed(doc, **{"sync.heartbeat_s": 2})
-        assert push_docs(ops, {("s1", "d1"): good})[("s1", "d1")].result == "applied"
-        broken = changed(
-            good,
-            cameras=[{"id": "door", "source": {"kind": "simulated", "scenario": "footfall_single_in"}}],
-            footfall=[
-                {"camera": "door", "detector": {"kind": "onnx", "model_path": model, "input_size": 96}}
-            ],
-            **{"sync.heartbeat_s": 3},
-        )
-        out = push_docs(ops, {("s1", "d1"): broken})[("s1", "d1")]
+        camera = {"id": "door", "source": {"kind": "simulated", "scenario": "footfall_single_in"}}
+        detector = {"kind": "onnx", "model_path": model, "input_size": 96}
+        out = push_good_then_broken(ops, doc, camera, footfall=[{"camera": "door", "detector": detector}])
         assert out.result == "rolled_back", out
         assert out.running_version == 1
         assert any(
