@@ -76,8 +76,8 @@ class SyncSettings(StrictModel):
         default=100,
         ge=1,
         le=1000,
-        description="Batches sent and not yet acknowledged end to end (100 measured ~10% faster "
-        "than 50 draining a 1M backlog into two ingest workers; 200 no faster).",
+        description="Batches sent and not yet acknowledged end to end. More keeps the uplink busy "
+        "while acks travel back; each one may wait in the broker (figures: docs/central_store.md).",
     )
     ack_timeout_s: float = Field(
         default=15, ge=0.2, le=3600, description="Resend a batch when no ack arrived within this time."

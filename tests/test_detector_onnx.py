@@ -29,9 +29,9 @@ def write_model(path: Path, output: npt.NDArray[np.float32], fixed_input: bool =
     With ``fixed_input`` the image first goes through a Reshape to SIZE x SIZE pixels, as in a YOLO
     export with a fixed input shape: the graph then runs at no other input size.
     """
-    pixels = numpy_helper.from_array(np.array([1, 3, SIZE * SIZE], np.int64))
     nodes = []
     if fixed_input:
+        pixels = numpy_helper.from_array(np.array([1, 3, SIZE * SIZE], np.int64))
         nodes += [
             helper.make_node("Constant", [], ["pixels"], value=pixels),
             helper.make_node("Reshape", ["images", "pixels"], ["flat"]),
