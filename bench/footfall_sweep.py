@@ -92,7 +92,8 @@ def main() -> None:
     mean = {k: round(sum(t[k] for t in totals.values()) / n, 2) for k in ("errors", "door", "oxford", "exact")}
     print(json.dumps({"points": {p or "(defaults)": t for p, t in totals.items()}, "mean": mean,
                       "per_folder": [{k: r[k] for k in ("folder", "point", "errors", "door", "oxford",
-                                                        "exact", "videos")} for r in results]}))
+                                                        "exact", "videos", "cpu_ms_per_frame")}
+                                     for r in results]}))
 
 
 if __name__ == "__main__":
