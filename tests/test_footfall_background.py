@@ -36,3 +36,26 @@ def test_without_the_saturation_rule_the_clipped_sign_reads_darker_and_becomes_f
     # Guards the test above: the scene really does clip (otherwise it would pass vacuously).
     mask = _mask_after_light_step(256)  # 256: no 8-bit value counts as clipped
     assert mask[11:19, 51:69].mean() > 200  # (the outermost pixels match their 3x3 neighbourhood)
+
+
+def test_a_cast_shadow_is_not_foreground_but_a_person_of_the_same_brightness_is() -> None:
+    bg = BackgroundModel()
+    for _ in range(30):
+        bg.apply(_scene())
+    frame = _scene()
+    frame[30:55, 10:20] = (84, 84, 84)  # shadow: 0.7x the floor in every channel, chroma unchanged
+    frame[30:55, 40:48] = (60, 84, 110)  # a person's coat, about as bright but another hue
+    mask = bg.apply(frame)
+    assert mask[30:55, 10:20].sum() == 0
+    assert mask[31:54, 41:47].min() == 255
+
+
+def test_a_shadow_counts_as_foreground_when_the_shadow_rule_is_out_of_its_range() -> None:
+    # Guards the test above: the shadow is far enough from the background to pass the threshold.
+    bg = BackgroundModel()
+    for _ in range(30):
+        bg.apply(_scene())
+    frame = _scene()
+    frame[30:55, 10:20] = (36, 36, 36)  # 0.3x: darker than any shadow the rule accepts (0.45-0.92)
+    mask = bg.apply(frame)
+    assert mask[31:54, 11:19].min() == 255

@@ -44,11 +44,18 @@ def _count_heads(top: npt.NDArray[np.float64], person_w: float, person_h: float)
     """Local peaks of the blob's upper outline that stand out from their surroundings."""
     n = len(top)
     win = max(1, int(person_w * 0.5))
+    # A peak is the lowest value within +-win, so it is at least as low as both neighbours: only
+    # those columns are examined (the same scan as column by column, without its Python loop).
+    cand = top < np.inf
+    cand[1:] &= top[1:] <= top[:-1]
+    cand[:-1] &= top[:-1] <= top[1:]
     peaks = 0
-    x = 0
-    while x < n:
+    nxt = 0
+    for x in np.flatnonzero(cand).tolist():
+        if x < nxt:
+            continue
         lo, hi = max(0, x - win), min(n, x + win + 1)
-        if top[x] <= top[lo:hi].min() and top[x] < np.inf:
+        if top[x] <= top[lo:hi].min():
             # a head must rise above the outline a body width either side (or the blob edge)
             left = top[max(0, x - 2 * win) : max(0, x - win // 2)]
             right = top[min(n, x + win // 2 + 1) : min(n, x + 2 * win + 1)]
@@ -57,9 +64,7 @@ def _count_heads(top: npt.NDArray[np.float64], person_w: float, person_h: float)
             ok_r = len(right) == 0 or right.max() - top[x] > rise
             if ok_l and ok_r:
                 peaks += 1
-                x += win
-                continue
-        x += 1
+                nxt = x + win
     return peaks
 
 
