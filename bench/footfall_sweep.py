@@ -89,7 +89,8 @@ def main() -> None:
         print(f"{p or '(defaults)':24s} {'TOTAL':40s} {t['errors']:6d} {t['door']:5d} {t['oxford']:6d} "
               f"{t['exact']:4d}")
     n = len(points)
-    mean = {k: round(sum(t[k] for t in totals.values()) / n, 2) for k in ("errors", "door", "oxford", "exact")}
+    keys = ("errors", "door", "oxford", "exact")
+    mean = {k: round(sum(t[k] for t in totals.values()) / n, 2) for k in keys}
     print(json.dumps({"points": {p or "(defaults)": t for p, t in totals.items()}, "mean": mean,
                       "per_folder": [{k: r[k] for k in ("folder", "point", "errors", "door", "oxford",
                                                         "exact", "videos", "cpu_ms_per_frame")}

@@ -130,7 +130,8 @@ class BackgroundModel:
     def _gain(frame: F32, bg: F32) -> F32:
         f = frame[::4, ::4].reshape(-1, 3)
         b = bg[::4, ::4].reshape(-1, 3)
-        ok = np.minimum(np.minimum(b[:, 0], b[:, 1]), b[:, 2]) > 8  # ratios of near-black pixels are only noise
+        # ratios of near-black pixels are only noise
+        ok = np.minimum(np.minimum(b[:, 0], b[:, 1]), b[:, 2]) > 8
         if ok.sum() < 16:
             return np.ones(3, np.float32)
         g = np.median(f[ok] / b[ok], axis=0).astype(np.float32)
