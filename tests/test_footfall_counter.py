@@ -179,3 +179,37 @@ def test_tracker_track_lost_in_empty_space_waits_where_it_was_last_seen() -> Non
     for k in range(15, 25):  # the blob fades: nothing detected anywhere
         tr.update([], k * 0.04)
     assert abs(track.y - last_y) < 3.0  # not carried on (or back) by the old velocity
+
+
+def test_tracker_merges_two_tracks_that_stay_together_inside_one_body() -> None:
+    tr = Tracker()
+    for k in range(12):  # one person on the mat, over-split into two parts: two established tracks
+        tr.update([_det(94.0, 120.0, w=12.0), _det(106.0, 120.0, w=12.0)], k * 0.04)
+    assert len(tr.tracks) == 2
+    older = min(tr.tracks, key=lambda t: t.id)
+    for k in range(12, 24):  # the blob is seen whole again: one body holding both anchors
+        tr.update([_det(100.0, 120.0, w=24.0)], k * 0.04)
+    # one person, one track (the established one), before the other would have ended on its own
+    assert [t.id for t in tr.tracks] == [older.id]
+
+
+def test_tracker_keeps_two_people_passing_in_depth_apart() -> None:
+    tr = Tracker()
+    for k in range(12):  # one walks up, the other down, side by side
+        tr.update([_det(90.0, 150.0 - 2 * k), _det(110.0, 100.0 + 2 * k)], k * 0.04)
+    for k in range(12, 20):  # they overlap in one blob while their feet rows pass
+        tr.update([_det(100.0, 126.0, w=40.0, h=50.0)], k * 0.04)
+    assert len(tr.tracks) == 2
+
+
+def test_merged_duplicate_does_not_count_the_same_crossing_twice() -> None:
+    door = LineConfig(id="door", x1=0.0, y1=0.5, x2=1.0, y2=0.5, in_direction="up")
+    line = Line.from_config(door, 200, 200)
+    dup = Track(2, 100.0, 140.0, 40.0, 1.0, hits=20, last_seen=1.0, born=0.5)
+    main = Track(1, 102.0, 140.0, 40.0, 0.96, hits=30, last_seen=0.96, born=0.0)
+    made = [step(dup, line, band=5, commit=20) for dup.y in (140.0, 100.0, 60.0)]
+    assert made[-1] != 0  # the duplicate made the crossing final
+    for main.y in (140.0, 100.0, 90.0):  # the established track is past the line, still pending
+        assert step(main, line, band=5, commit=20) == 0
+    Tracker._absorb(main, dup)  # the established one stays ...
+    assert finish(main, line) == 0  # ... and does not count the crossing a second time

@@ -49,6 +49,7 @@ def step(track: Track, line: Line, band: float, commit: float, seen: bool = True
         st.origin = st.side
     if st.side not in (0, st.origin) and abs(s) >= commit:
         st.origin = st.side
+        st.counted_t = track.t
         return st.side
     return 0
 

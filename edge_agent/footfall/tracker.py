@@ -13,6 +13,12 @@ away: its bottom rises as the legs vanish), and its gate grows with the time sin
 seen (its position is less and less certain), so the person gets their old track back, with its
 side of the line, instead of a new one born on the wrong side. Only established tracks
 (``reid_min_hits``) are re-acquired that way, not fragments.
+
+One person can end up with two tracks (a blob over-split while the size model is still at its
+prior, a fragment at a light step). Two tracks whose feet rows stay within 0.2 person heights inside
+one detection's box for 0.3 s, while only one of them has a detection, are merged into the more
+established one; the person's last counted side of each line survives the merge, so neither the
+dropped track nor the survivor counts the same crossing again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class LineState:
     side: int  # side with hysteresis; 0 = inside the dead band since birth
     flip_ok: bool = True  # the last time the anchor crossed the line's axis, it was within the segment
     last_sign: int = 0
+    counted_t: float | None = None  # when the track last made a crossing final on this line
 
 
 @dataclass
@@ -42,6 +49,7 @@ class Track:
     hits: int = 1
     last_seen: float = 0.0
     hidden: bool = False  # while coasting: its anchor lies inside someone else's blob
+    born: float = 0.0
     lines: dict[str, LineState] = field(default_factory=dict)
 
     def predict(self, t: float) -> tuple[float, float]:
@@ -53,6 +61,7 @@ class Tracker:
     def __init__(
         self, *, gate: float = 0.8, max_missed_s: float = 0.6, min_hits: int = 3,
         reid_gain: float = 0.6, reid_min_hits: int = 10,
+        dedupe: bool = True,
     ) -> None:
         self.gate = gate
         self.max_missed_s = max_missed_s
@@ -61,23 +70,16 @@ class Tracker:
         self.reid_min_hits = reid_min_hits
         self.tracks: list[Track] = []
         self._next = 1
+        self.dedupe = dedupe  # merge duplicate tracks of one person
+        self.dup_dist = 0.2  # two anchors whose feet rows are this close (in person heights) ...
+        self.dup_s = 0.3  # ... inside one person's box for this long are one person
+        # track id pair -> (seconds seen together in one body, time of the last check)
+        self._together: dict[tuple[int, int], tuple[float, float]] = {}
 
     def update(self, dets: list[Detection], t: float) -> tuple[list[Track], list[Track]]:
         """Returns (tracks alive after this frame, tracks that ended in it)."""
-        pairs: list[tuple[float, int, int]] = []
         preds = [tr.predict(t) for tr in self.tracks]
-        for ti, tr in enumerate(self.tracks):
-            px, py = preds[ti]
-            gate = self.gate
-            missed = t - tr.last_seen
-            if missed > 0.05 and not tr.hidden and tr.hits >= self.reid_min_hits:
-                gate += self.reid_gain * (missed - 0.04)  # a single missed frame (25 fps) is not "lost"
-            for di, d in enumerate(dets):
-                scale = max(d.h, tr.h, 1.0)
-                # horizontal error weighs less: walking people sway and merged blobs are cut unevenly
-                dist = (((px - d.x) * 0.8) ** 2 + (py - d.y) ** 2) ** 0.5 / scale
-                if dist < gate:
-                    pairs.append((dist, ti, di))
+        pairs = self._candidates(preds, dets, t)
         pairs.sort()
         used_t: set[int] = set()
         used_d: set[int] = set()
@@ -98,10 +100,94 @@ class Tracker:
             alive.append(tr)
         for di, d in enumerate(dets):
             if di not in used_d:
-                alive.append(Track(self._next, d.x, d.y, d.h, t, last_seen=t))
+                alive.append(Track(self._next, d.x, d.y, d.h, t, last_seen=t, born=t))
                 self._next += 1
         self.tracks = alive
-        return alive, ended
+        if self.dedupe:
+            self._merge_duplicates(dets, t)
+        return self.tracks, ended
+
+    def _candidates(
+        self, preds: list[tuple[float, float]], dets: list[Detection], t: float
+    ) -> list[tuple[float, int, int]]:
+        """(distance, track index, detection index) of every pair inside the gate."""
+        pairs: list[tuple[float, int, int]] = []
+        for ti, tr in enumerate(self.tracks):
+            px, py = preds[ti]
+            gate = self.gate
+            missed = t - tr.last_seen
+            if missed > 0.05 and not tr.hidden and tr.hits >= self.reid_min_hits:
+                gate += self.reid_gain * (missed - 0.04)  # a single missed frame (25 fps) is not "lost"
+            for di, d in enumerate(dets):
+                scale = max(d.h, tr.h, 1.0)
+                # horizontal error weighs less: walking people sway and merged blobs are cut unevenly
+                dist = (((px - d.x) * 0.8) ** 2 + (py - d.y) ** 2) ** 0.5 / scale
+                if dist < gate:
+                    pairs.append((dist, ti, di))
+        return pairs
+
+    def _merge_duplicates(self, dets: list[Detection], t: float) -> None:
+        """Two tracks that stay together inside one person's box for ``dup_s`` are one person.
+
+        Duplicates are born when one body is over-split (the size model still at its prior) or
+        from fragments; left alone, both count the person's crossing. Inside one detection's box
+        (one body, by the blob's width), with their feet rows within ``dup_dist`` heights and not
+        walking in opposite directions (two people passing in depth do, and only briefly share a
+        feet row), they are merged into the more established track.
+        """
+        together: dict[tuple[int, int], tuple[float, float]] = {}
+        gone: set[int] = set()
+        for d in dets:
+            m = 0.15 * d.h
+            inside = [
+                tr for tr in self.tracks
+                if abs(tr.x - d.x) <= d.w / 2 + m and d.y - d.h - m <= tr.y <= d.y + m
+            ]
+            for i, a in enumerate(inside):
+                for b in inside[i + 1:]:
+                    if a.id in gone or b.id in gone or (a.last_seen < t and b.last_seen < t):
+                        continue
+                    h = max(a.h, b.h, 1.0)
+                    if abs(a.y - b.y) > self.dup_dist * h:
+                        continue
+                    if a.vy * b.vy < 0 and min(abs(a.vy), abs(b.vy)) > 0.2 * h:
+                        continue
+                    key = (min(a.id, b.id), max(a.id, b.id))
+                    acc, last = self._together.get(key, (0.0, t))
+                    if a.last_seen < t or b.last_seen < t:
+                        acc += t - last  # one body, one detection: only one of them can have it
+                    # (each with a detection of its own, they may be two people side by side: the
+                    # pair stays under watch, but that frame is no evidence)
+                    together[key] = (acc, t)
+                    if acc >= self.dup_s:
+                        keep, drop = (a, b) if (a.hits, -a.id) >= (b.hits, -b.id) else (b, a)
+                        self._absorb(keep, drop)
+                        gone.add(drop.id)
+        self._together = {k: v for k, v in together.items() if k[0] not in gone and k[1] not in gone}
+        if gone:
+            self.tracks = [tr for tr in self.tracks if tr.id not in gone]
+
+    @staticmethod
+    def _absorb(keep: Track, drop: Track) -> None:
+        """``drop`` is a duplicate of ``keep``'s person: one track, one count, one side of each line."""
+        donor, other = (drop, keep) if drop.last_seen > keep.last_seen else (keep, drop)
+        if donor is drop:  # the position and motion of the one seen last
+            keep.x, keep.y, keep.vx, keep.vy, keep.h = drop.x, drop.y, drop.vx, drop.vy, drop.h
+            keep.t, keep.last_seen = drop.t, drop.last_seen
+            keep.hidden = drop.hidden
+        first = keep if keep.born <= drop.born else drop
+        lines: dict[str, LineState] = {}
+        for lid in set(keep.lines) | set(drop.lines):
+            a, b = donor.lines.get(lid), other.lines.get(lid)
+            st = LineState(**vars(a if a is not None else b))
+            if a is not None and b is not None:
+                # The person's last counted side: the latest crossing either track made final;
+                # if neither did, the side the earlier-born track first saw them on.
+                done = [x for x in (a, b) if x.counted_t is not None]
+                src = max(done, key=lambda x: x.counted_t or 0.0) if done else first.lines[lid]
+                st.origin, st.counted_t = src.origin, src.counted_t
+            lines[lid] = st
+        keep.lines = lines
 
     def _coast(self, tr: Track, pred: tuple[float, float], dets: list[Detection], t: float) -> None:
         tr.x, tr.y = pred
