@@ -4,7 +4,8 @@ One setting of the counter can be lucky: moving the foreground threshold by 3% m
 error over the benchmark sets by about as much as most real changes do (docs/footfall.md,
 session 8). This runs `bench/footfall.py` on every folder at every operating point and prints, per
 point and per folder, the errors (sum over videos of |counted - true|, in and out), split into door
-clips and Oxford replays (names starting with "oxford_"), and the exact videos; then the mean over
+clips (every video not named "oxford_*", so CAVIAR's clips too) and Oxford replays, and the exact
+videos; then the mean over
 the points. The last line printed is one JSON object with all of it.
 
     .venv/bin/python bench/footfall_sweep.py ../shared/data/footfall/caviar_front /tmp/ffscenes \\
