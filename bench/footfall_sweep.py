@@ -5,8 +5,7 @@ error over the benchmark sets by about as much as most real changes do (docs/foo
 session 8). This runs `bench/footfall.py` on every folder at every operating point and prints, per
 point and per folder, the errors (sum over videos of |counted - true|, in and out), split into door
 clips (every video not named "oxford_*", so CAVIAR's clips too) and Oxford replays, and the exact
-videos; then the mean over
-the points. The last line printed is one JSON object with all of it.
+videos; then the mean over the points. The last line printed is one JSON object with all of it.
 
     .venv/bin/python bench/footfall_sweep.py ../shared/data/footfall/caviar_front /tmp/ffscenes \\
         --point fg_threshold=17.5 --point '' --point fg_threshold=18.5 --jobs 2
