@@ -57,11 +57,16 @@ class Track:
         return self.x + self.vx * dt, self.y + self.vy * dt
 
 
+def _in_box(tr: Track, d: Detection) -> bool:
+    """Is the track's anchor inside (or at the edge of, 0.15 of its height) the detection's box?"""
+    m = 0.15 * d.h
+    return abs(tr.x - d.x) <= d.w / 2 + m and d.y - d.h - m <= tr.y <= d.y + m
+
+
 class Tracker:
     def __init__(
         self, *, gate: float = 0.8, max_missed_s: float = 0.6, min_hits: int = 3,
         reid_gain: float = 0.6, reid_min_hits: int = 10,
-        dedupe: bool = True,
     ) -> None:
         self.gate = gate
         self.max_missed_s = max_missed_s
@@ -70,7 +75,6 @@ class Tracker:
         self.reid_min_hits = reid_min_hits
         self.tracks: list[Track] = []
         self._next = 1
-        self.dedupe = dedupe  # merge duplicate tracks of one person
         self.dup_dist = 0.2  # two anchors whose feet rows are this close (in person heights) ...
         self.dup_s = 0.3  # ... inside one person's box for this long are one person
         # track id pair -> (seconds seen together in one body, time of the last check)
@@ -103,8 +107,7 @@ class Tracker:
                 alive.append(Track(self._next, d.x, d.y, d.h, t, last_seen=t, born=t))
                 self._next += 1
         self.tracks = alive
-        if self.dedupe:
-            self._merge_duplicates(dets, t)
+        self._merge_duplicates(dets, t)
         return self.tracks, ended
 
     def _candidates(
@@ -138,11 +141,7 @@ class Tracker:
         together: dict[tuple[int, int], tuple[float, float]] = {}
         gone: set[int] = set()
         for d in dets:
-            m = 0.15 * d.h
-            inside = [
-                tr for tr in self.tracks
-                if abs(tr.x - d.x) <= d.w / 2 + m and d.y - d.h - m <= tr.y <= d.y + m
-            ]
+            inside = [tr for tr in self.tracks if _in_box(tr, d)]
             for i, a in enumerate(inside):
                 for b in inside[i + 1:]:
                     if a.id in gone or b.id in gone or (a.last_seen < t and b.last_seen < t):
@@ -205,11 +204,7 @@ class Tracker:
     @staticmethod
     def _hidden(tr: Track, dets: list[Detection]) -> bool:
         """Is the track's anchor inside (or at the edge of) a detected blob's box?"""
-        for d in dets:
-            m = 0.15 * d.h
-            if abs(tr.x - d.x) <= d.w / 2 + m and d.y - d.h - m <= tr.y <= d.y + m:
-                return True
-        return False
+        return any(_in_box(tr, d) for d in dets)
 
     @staticmethod
     def _correct(tr: Track, d: Detection, t: float) -> None:
