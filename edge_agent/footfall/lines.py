@@ -43,6 +43,7 @@ def step(track: Track, line: Line, band: float, commit: float, seen: bool = True
         st.last_sign = sign
     if abs(s) > band and sign != st.side:
         st.side = sign
+        st.flip = (track.t, track.x, track.y)
         if not st.flip_ok:  # went round the end of the segment: new baseline, nothing to count
             st.origin = sign
     if st.origin == 0 and st.side != 0:

@@ -35,6 +35,7 @@ class LineState:
     flip_ok: bool = True  # the last time the anchor crossed the line's axis, it was within the segment
     last_sign: int = 0
     counted_t: float | None = None  # when the track last made a crossing final on this line
+    flip: tuple[float, float, float] | None = None  # (t, x, y) when ``side`` last changed
 
 
 @dataclass

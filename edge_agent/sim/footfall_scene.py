@@ -108,6 +108,10 @@ class Scene:
         """(in, out): net crossings of each walker's feet path through the line segment."""
         return true_counts(self, line or self.line, direction or self.in_direction)
 
+    def truth_events(self) -> list[TrueCrossing]:
+        """Each walker's net crossing of the scene's line, with time and place (for event matching)."""
+        return true_events(self, self.line, self.in_direction)
+
 
 def _side(line: tuple[float, float, float, float], direction: str, x: float, y: float) -> float:
     x1, y1, x2, y2 = line
@@ -125,16 +129,30 @@ def _within(line: tuple[float, float, float, float], x: float, y: float) -> bool
     return 0.0 <= a <= 1.0
 
 
-def true_counts(scene: Scene, line: tuple[float, float, float, float], direction: str) -> tuple[int, int]:
+@dataclass(frozen=True, slots=True)
+class TrueCrossing:
+    """One walker's net crossing of a line: when and where their feet last went through it that way."""
+
+    t: float  # camera time of the frame just after the crossing
+    x: float  # where the feet crossed (pixels)
+    y: float
+    h: float  # the walker's body height there (pixels): how far apart two people are, for matching
+    direction: str  # "in" | "out"
+
+
+def true_events(scene: Scene, line: tuple[float, float, float, float], direction: str) -> list[TrueCrossing]:
     """Net crossings per walker: the sum of signed crossings through the segment, clipped to +-1.
 
-    Sampled at the frame times the camera sees, so the truth and the video agree exactly.
+    Sampled at the frame times the camera sees, so the truth and the video agree exactly. A walker
+    who crosses and comes back nets zero and has no event; the event of one who nets a crossing is
+    their last crossing in that direction.
     """
-    n_in = n_out = 0
+    out: list[TrueCrossing] = []
     times = [scene.warmup_s + i / scene.fps for i in range(int(scene.duration_s * scene.fps))]
     for w in scene.walkers:
         net = 0
         prev: tuple[float, float, float] | None = None
+        last: dict[int, tuple[float, float, float]] = {}
         for t in times:
             p = w.path(t - scene.warmup_s)
             if p is None:
@@ -143,11 +161,24 @@ def true_counts(scene: Scene, line: tuple[float, float, float, float], direction
             if prev is not None and (prev[2] > 0) != (s > 0):
                 mx, my = (prev[0] + p[0]) / 2, (prev[1] + p[1]) / 2
                 if _within(line, mx, my):
-                    net += 1 if s > 0 else -1
+                    sign = 1 if s > 0 else -1
+                    net += sign
+                    last[sign] = (t, mx, my)
             prev = (p[0], p[1], s)
-        n_in += net > 0
-        n_out += net < 0
-    return n_in, n_out
+        if net:
+            sign = 1 if net > 0 else -1
+            t, x, y = last[sign]
+            rel = t - scene.warmup_s
+            own = w.height(rel) if w.height is not None else None
+            h = own if own is not None else scene.height_at(y) * w.look.scale
+            out.append(TrueCrossing(t, x, y, h, "in" if sign > 0 else "out"))
+    return out
+
+
+def true_counts(scene: Scene, line: tuple[float, float, float, float], direction: str) -> tuple[int, int]:
+    """(in, out): how many walkers net a crossing each way (see ``true_events``)."""
+    ev = true_events(scene, line, direction)
+    return sum(e.direction == "in" for e in ev), sum(e.direction == "out" for e in ev)
 
 
 def draw_person(img: U8, x: float, y: float, h: float, *, look: Look, phase: float) -> None:
