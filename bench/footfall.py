@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from device_configs.footfall import FootfallConfig, LineConfig
 from edge_agent.camera.base import Frame
-from edge_agent.footfall.counter import MotionCounter
+from edge_agent.footfall.counter import Crossing, MotionCounter
 
 VIDEO_EXT = {".mpg", ".mpeg", ".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 
@@ -55,14 +56,50 @@ def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int]
         if resize is not None:
             img = cv2.resize(img, resize, interpolation=cv2.INTER_AREA)
         for c in counter.process(Frame(img, n / fps, n)):
-            events.append((n, c.direction, c.track))
+            events.append((n, c))
         n += 1
-    events += [(n, c.direction, c.track) for c in counter.flush()]
+    events += [(n, c) for c in counter.flush()]
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - c0
-    n_in = sum(1 for e in events if e[1] == "in")
-    n_out = sum(1 for e in events if e[1] == "out")
+    n_in = sum(1 for _, c in events if c.direction == "in")
+    n_out = sum(1 for _, c in events if c.direction == "out")
     return n_in, n_out, n, elapsed, cpu, events
+
+
+# A counted crossing is the true one of a walker when it goes the same way, from MATCH_EARLY_S
+# before to MATCH_LATE_S after the walker's crossing, and within MATCH_H of the walker's body heights
+# of where the walker crossed. Later than earlier: the true time is when the feet went over the line,
+# the counted one when the track left the dead band round it (someone lingering on the line leaves
+# it seconds later).
+MATCH_EARLY_S = 1.5
+MATCH_LATE_S = 3.0
+MATCH_H = 0.6
+
+
+def match_events(true: list[list], counted: list[Crossing]) -> tuple[int, int, int]:
+    """(matched, missed, extra): counted crossings paired one to one with true ones, nearest first.
+
+    The per-direction totals let a miss and an extra in one video cancel; this does not. ``true``
+    holds the sidecar's ``events`` rows [t, x, y, h, direction] (video time and pixels).
+    """
+    pairs = []
+    for i, (tt, tx, ty, th, td) in enumerate(true):
+        for j, c in enumerate(counted):
+            if c.direction != td:
+                continue
+            dt = c.crossed_t - tt
+            dist = math.hypot(c.x - tx, c.y - ty)
+            if -MATCH_EARLY_S <= dt <= MATCH_LATE_S and dist <= MATCH_H * th:
+                late = dt / MATCH_LATE_S if dt > 0 else -dt / MATCH_EARLY_S
+                pairs.append((late + dist / (MATCH_H * th), i, j))
+    pairs.sort()
+    used_t: set[int] = set()
+    used_c: set[int] = set()
+    for _, i, j in pairs:
+        if i not in used_t and j not in used_c:
+            used_t.add(i)
+            used_c.add(j)
+    return len(used_t), len(true) - len(used_t), len(counted) - len(used_c)
 
 
 def main() -> None:
@@ -81,6 +118,7 @@ def main() -> None:
     tot = {"videos": 0, "true_in": 0, "true_out": 0, "counted_in": 0, "counted_out": 0, "missed": 0,
            "extra": 0, "exact_videos": 0}
     err_in = err_out = 0
+    ev = {"event_videos": 0, "event_true": 0, "event_matched": 0, "event_missed": 0, "event_extra": 0}
     frames = 0
     seconds = 0.0
     cpu_s = 0.0
@@ -106,16 +144,31 @@ def main() -> None:
         frames += n
         seconds += el
         cpu_s += cpu
+        matched = ""
+        if "events" in side:
+            m, miss, extra = match_events(side["events"], [c for _, c in events])
+            ev["event_videos"] += 1
+            ev["event_true"] += len(side["events"])
+            ev["event_matched"] += m
+            ev["event_missed"] += miss
+            ev["event_extra"] += extra
+            matched = f"  events missed {miss} extra {extra}"
         print(f"{v.name:40s} in {c_in:3d}/{t_in:<3d} out {c_out:3d}/{t_out:<3d} "
-              f"{'ok ' if exact else 'ERR'} {1000 * el / max(n, 1):6.2f} ms/frame ({n} frames)")
+              f"{'ok ' if exact else 'ERR'} {1000 * el / max(n, 1):6.2f} ms/frame ({n} frames){matched}")
         if args.events:
-            for e in events:
-                print(f"    frame {e[0]:5d} {e[1]:3s} track {e[2]}")
+            for i, c in events:
+                print(f"    frame {i:5d} {c.direction:3s} track {c.track} crossed at t={c.crossed_t:.2f} "
+                      f"x={c.x:.0f} y={c.y:.0f}")
     tot["accuracy_in"] = round(1 - err_in / tot["true_in"], 4) if tot["true_in"] else None
     tot["accuracy_out"] = round(1 - err_out / tot["true_out"], 4) if tot["true_out"] else None
     tot["ms_per_frame"] = round(1000 * seconds / max(frames, 1), 3)
     # CPU time of this (single-threaded) process: what the counter costs when other jobs share the cores
     tot["cpu_ms_per_frame"] = round(1000 * cpu_s / max(frames, 1), 3)
+    if ev["event_videos"]:
+        tot |= ev
+        tot["event_recall"] = round(ev["event_matched"] / max(ev["event_true"], 1), 4)
+        n_counted = ev["event_matched"] + ev["event_extra"]
+        tot["event_precision"] = round(ev["event_matched"] / n_counted, 4) if n_counted else None
     print(json.dumps(tot))
 
 

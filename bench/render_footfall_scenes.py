@@ -34,7 +34,22 @@ from edge_agent.sim.oxford import load_boxes, oxford_scene
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "footfall" / "oxford_towncentre"
 
 
-def write(scene: Scene, out: Path) -> None:
+def write(scene: Scene, out: Path, video: bool = True) -> None:
+    if video:
+        render(scene, out)
+    t_in, t_out = scene.truth()
+    x1, y1, x2, y2 = scene.line
+    # Each walker's net crossing with its time and place: bench/footfall.py matches the counted
+    # crossings to these, so a miss and an extra in one clip show as two errors, not as none.
+    events = [[round(e.t, 3), round(e.x, 1), round(e.y, 1), round(e.h, 1), e.direction]
+              for e in scene.truth_events()]
+    (out / f"{scene.name}.json").write_text(json.dumps(
+        {"line": [round(x1), round(y1), round(x2), round(y2)], "in": scene.in_direction,
+         "true_in": t_in, "true_out": t_out, "events": events}))
+    print(f"{scene.name}: in {t_in} out {t_out}", flush=True)
+
+
+def render(scene: Scene, out: Path) -> None:
     cam = SceneCamera(scene)
     cam.open()
     path = out / f"{scene.name}.mp4"
@@ -50,12 +65,6 @@ def write(scene: Scene, out: Path) -> None:
         vw.write(f.image)
         last = f
     vw.release()
-    t_in, t_out = scene.truth()
-    x1, y1, x2, y2 = scene.line
-    (out / f"{scene.name}.json").write_text(json.dumps(
-        {"line": [round(x1), round(y1), round(x2), round(y2)], "in": scene.in_direction,
-         "true_in": t_in, "true_out": t_out}))
-    print(f"{path.name}: in {t_in} out {t_out}", flush=True)
 
 
 def main() -> None:
@@ -72,6 +81,8 @@ def main() -> None:
     ap.add_argument("--oxford-seed", type=int, default=0,
                     help="added to each Oxford clip's render seed: same trajectories, other looks and noise")
     ap.add_argument("--no-door", action="store_true", help="Oxford replays only")
+    ap.add_argument("--sidecars-only", action="store_true",
+                    help="rewrite only the JSON sidecars of a folder rendered with the same options")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     h = round(args.width * 9 / 16)
@@ -80,7 +91,7 @@ def main() -> None:
             for tag, pert in (("clean", None), ("hard", HARD)):
                 sc = door_scene(name, width=args.width, height=h, seed=seed, perturb=pert)
                 sc.name = f"door_{name}_{tag}_s{seed}"
-                write(sc, args.out)
+                write(sc, args.out, not args.sidecars_only)
     if not args.no_oxford:
         top = DATA / "TownCentre-groundtruth.top"
         if not top.exists():
@@ -90,7 +101,7 @@ def main() -> None:
         step = args.oxford_clip_frames
         for a in range(args.oxford_offset, last - step // 2, step):
             write(oxford_scene(boxes, a, min(a + step, last), width=args.width, seed=a + args.oxford_seed),
-                  args.out)
+                  args.out, not args.sidecars_only)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""Crossings matched one to one: the simulator's per-walker truth, the counter's crossing place and
+time, and the benchmark's matching (a miss and an extra in one video are two errors, not none)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from edge_agent.footfall.counter import Crossing, MotionCounter
+from edge_agent.sim.footfall_scene import SceneCamera, _side, door_scene
+from tests.test_footfall_counter import H, W, config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(name: str) -> ModuleType:
+    """A script of bench/ as a module."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_truth_events_give_when_and_where_each_walker_crossed() -> None:
+    sc = door_scene("single_in", width=W, height=H, seed=1)
+    (ev,) = sc.truth_events()
+    assert ev.direction == "in"
+    # The event's time is the first frame the feet are past the line; the frame before was not.
+    before = sc.walkers[0].path(ev.t - 1 / sc.fps - sc.warmup_s)
+    after = sc.walkers[0].path(ev.t - sc.warmup_s)
+    assert before is not None and after is not None
+    assert _side(sc.line, "up", *before) < 0 < _side(sc.line, "up", *after)
+    assert ev.x == pytest.approx((before[0] + after[0]) / 2)
+    assert ev.y == pytest.approx(sc.line[1], abs=2.0)
+    assert ev.h == pytest.approx(sc.height_at(ev.y) * sc.walkers[0].look.scale)
+
+
+def test_truth_events_leave_out_a_u_turn_and_agree_with_the_counts() -> None:
+    assert door_scene("u_turn", width=W, height=H, seed=0).truth_events() == []
+    sc = door_scene("busy", width=W, height=H, seed=0)
+    ev = sc.truth_events()
+    assert (sum(e.direction == "in" for e in ev), sum(e.direction == "out" for e in ev)) == sc.truth()
+
+
+def test_a_counted_crossing_says_where_and_when_the_track_went_over_the_line() -> None:
+    sc = door_scene("single_in", width=W, height=H, seed=1)
+    (ev,) = sc.truth_events()
+    counter = MotionCounter(config(sc))
+    cam = SceneCamera(sc)
+    cam.open()
+    got: list[Crossing] = []
+    while (f := cam.read()) is not None:
+        got += counter.process(f)
+    got += counter.flush()
+    (c,) = got
+    assert c.direction == "in"
+    # The track leaves the dead band (0.12 person heights) just after the feet cross the line,
+    # and is made final later, once it is half a person height past it.
+    assert ev.t <= c.crossed_t <= ev.t + 1.0
+    assert c.crossed_t < c.t
+    assert abs(c.x - ev.x) < 0.3 * ev.h
+    assert 0 < sc.line[1] - c.y < 0.3 * ev.h  # 'in' is up: a little above the line
+
+
+def _c(direction: str, t: float, x: float, y: float = 100.0) -> Crossing:
+    return Crossing("door", direction, t + 0.5, 1, x, y, t)  # type: ignore[arg-type]
+
+
+def test_matching_pairs_crossings_one_to_one_and_never_lets_errors_cancel() -> None:
+    match = _bench("footfall").match_events
+    true = [[10.0, 100.0, 100.0, 50.0, "in"], [12.0, 300.0, 100.0, 50.0, "in"]]
+    assert match(true, [_c("in", 10.2, 105.0), _c("in", 12.5, 290.0)]) == (2, 0, 0)
+    # Totals right (2 in), but both counted at the first walker: one miss, one extra.
+    assert match(true, [_c("in", 10.2, 105.0), _c("in", 10.4, 95.0)]) == (1, 1, 1)
+    # The wrong way, too far along the line (0.6 heights = 30 px), too early or too late: no match.
+    assert match(true[:1], [_c("out", 10.2, 100.0)]) == (0, 1, 1)
+    assert match(true[:1], [_c("in", 10.2, 131.0)]) == (0, 1, 1)
+    assert match(true[:1], [_c("in", 8.4, 100.0)]) == (0, 1, 1)
+    assert match(true[:1], [_c("in", 13.1, 100.0)]) == (0, 1, 1)
+    # Late is allowed further than early (someone lingering on the line leaves its dead band later).
+    assert match(true[:1], [_c("in", 12.9, 100.0)]) == (1, 0, 0)
+    assert match([], [_c("in", 1.0, 1.0)]) == (0, 0, 1)
+
+
+def test_benchmark_reports_matched_events_of_rendered_scenes(tmp_path: Path) -> None:
+    render = _bench("render_footfall_scenes")
+    for name in ("single_in", "u_turn"):
+        sc = door_scene(name, width=W, height=H, seed=1)
+        render.write(sc, tmp_path)
+    side = json.loads((tmp_path / "single_in.json").read_text())
+    assert [e[4] for e in side["events"]] == ["in"]
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "footfall.py"), str(tmp_path), "--set", "person_height=0.28"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    tot = json.loads(out.strip().splitlines()[-1])
+    assert (tot["event_videos"], tot["event_true"]) == (2, 1)
+    assert (tot["event_matched"], tot["event_missed"], tot["event_extra"]) == (1, 0, 0)
+    assert "events missed 0 extra 0" in out
