@@ -67,10 +67,9 @@ def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int]
 
 
 # A counted crossing is the true one of a walker when it goes the same way, from MATCH_EARLY_S
-# before to MATCH_LATE_S after the walker's crossing, and within MATCH_H of the walker's body heights
-# of where the walker crossed. Later than earlier: the true time is when the feet went over the line,
-# the counted one when the track left the dead band round it (someone lingering on the line leaves
-# it seconds later).
+# before the walker first crossed that way to MATCH_LATE_S after they last did, and within MATCH_H of
+# the walker's body heights of where they crossed. Later than earlier: the true time is when the feet
+# went over the line, the counted one when the track left the dead band round it.
 MATCH_EARLY_S = 1.5
 MATCH_LATE_S = 3.0
 MATCH_H = 0.6
@@ -80,18 +79,18 @@ def match_events(true: list[list], counted: list[Crossing]) -> tuple[int, int, i
     """(matched, missed, extra): counted crossings paired one to one with true ones, nearest first.
 
     The per-direction totals let a miss and an extra in one video cancel; this does not. ``true``
-    holds the sidecar's ``events`` rows [t, x, y, h, direction] (video time and pixels).
+    holds the sidecar's ``events`` rows [t, x, y, h, direction, first_t] (video time and pixels).
     """
     pairs = []
-    for i, (tt, tx, ty, th, td) in enumerate(true):
+    for i, (tt, tx, ty, th, td, t_first) in enumerate(true):
         for j, c in enumerate(counted):
             if c.direction != td:
                 continue
-            dt = c.crossed_t - tt
+            early, late = t_first - c.crossed_t, c.crossed_t - tt
             dist = math.hypot(c.x - tx, c.y - ty)
-            if -MATCH_EARLY_S <= dt <= MATCH_LATE_S and dist <= MATCH_H * th:
-                late = dt / MATCH_LATE_S if dt > 0 else -dt / MATCH_EARLY_S
-                pairs.append((late + dist / (MATCH_H * th), i, j))
+            if early <= MATCH_EARLY_S and late <= MATCH_LATE_S and dist <= MATCH_H * th:
+                off = max(0.0, late) / MATCH_LATE_S + max(0.0, early) / MATCH_EARLY_S
+                pairs.append((off + dist / (MATCH_H * th), i, j))
     pairs.sort()
     used_t: set[int] = set()
     used_c: set[int] = set()

@@ -41,7 +41,7 @@ def write(scene: Scene, out: Path, video: bool = True) -> None:
     x1, y1, x2, y2 = scene.line
     # Each walker's net crossing with its time and place: bench/footfall.py matches the counted
     # crossings to these, so a miss and an extra in one clip show as two errors, not as none.
-    events = [[round(e.t, 3), round(e.x, 1), round(e.y, 1), round(e.h, 1), e.direction]
+    events = [[round(e.t, 3), round(e.x, 1), round(e.y, 1), round(e.h, 1), e.direction, round(e.first_t, 3)]
               for e in scene.truth_events()]
     (out / f"{scene.name}.json").write_text(json.dumps(
         {"line": [round(x1), round(y1), round(x2), round(y2)], "in": scene.in_direction,

@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 
 from edge_agent.footfall.counter import Crossing, MotionCounter
-from edge_agent.sim.footfall_scene import SceneCamera, _side, door_scene
+from edge_agent.sim.footfall_scene import SceneCamera, Walker, _side, door_scene, waypoints
 from tests.test_footfall_counter import H, W, config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +40,20 @@ def test_truth_events_give_when_and_where_each_walker_crossed() -> None:
     assert ev.x == pytest.approx((before[0] + after[0]) / 2)
     assert ev.y == pytest.approx(sc.line[1], abs=2.0)
     assert ev.h == pytest.approx(sc.height_at(ev.y) * sc.walkers[0].look.scale)
+    assert ev.first_t == ev.t  # crossed once
 
 
 def test_truth_events_leave_out_a_u_turn_and_agree_with_the_counts() -> None:
     assert door_scene("u_turn", width=W, height=H, seed=0).truth_events() == []
+    # Feet that go in, back out and in again: one 'in', first crossed 1 s and last 3.5 s into the walk.
+    sc = door_scene("single_in", width=W, height=H, seed=0)
+    y = sc.line[1]
+    zigzag = [(0.0, 150.0, y + 30), (2.0, 150.0, y - 30), (3.0, 150.0, y + 30), (4.0, 150.0, y - 30)]
+    sc.walkers = [Walker(waypoints(zigzag), sc.walkers[0].look)]
+    (ev,) = sc.truth_events()
+    assert ev.direction == "in"
+    assert ev.first_t == pytest.approx(sc.warmup_s + 1.0, abs=0.05)
+    assert ev.t == pytest.approx(sc.warmup_s + 3.5, abs=0.05)
     sc = door_scene("busy", width=W, height=H, seed=0)
     ev = sc.truth_events()
     assert (sum(e.direction == "in" for e in ev), sum(e.direction == "out" for e in ev)) == sc.truth()
@@ -75,7 +85,7 @@ def _c(direction: str, t: float, x: float, y: float = 100.0) -> Crossing:
 
 def test_matching_pairs_crossings_one_to_one_and_never_lets_errors_cancel() -> None:
     match = _bench("footfall").match_events
-    true = [[10.0, 100.0, 100.0, 50.0, "in"], [12.0, 300.0, 100.0, 50.0, "in"]]
+    true = [[10.0, 100.0, 100.0, 50.0, "in", 10.0], [12.0, 300.0, 100.0, 50.0, "in", 12.0]]
     assert match(true, [_c("in", 10.2, 105.0), _c("in", 12.5, 290.0)]) == (2, 0, 0)
     # Totals right (2 in), but both counted at the first walker: one miss, one extra.
     assert match(true, [_c("in", 10.2, 105.0), _c("in", 10.4, 95.0)]) == (1, 1, 1)
@@ -87,6 +97,10 @@ def test_matching_pairs_crossings_one_to_one_and_never_lets_errors_cancel() -> N
     # Late is allowed further than early (someone lingering on the line leaves its dead band later).
     assert match(true[:1], [_c("in", 12.9, 100.0)]) == (1, 0, 0)
     assert match([], [_c("in", 1.0, 1.0)]) == (0, 0, 1)
+    # Someone lingering on the line first crossed that way at 5 s: a track leaving the dead band
+    # then is theirs.
+    assert match([[10.0, 100.0, 100.0, 50.0, "in", 5.0]], [_c("in", 4.0, 100.0)]) == (1, 0, 0)
+    assert match([[10.0, 100.0, 100.0, 50.0, "in", 5.0]], [_c("in", 3.4, 100.0)]) == (0, 1, 1)
 
 
 def test_benchmark_reports_matched_events_of_rendered_scenes(tmp_path: Path) -> None:

@@ -138,6 +138,7 @@ class TrueCrossing:
     y: float
     h: float  # the walker's body height there (pixels): how far apart two people are, for matching
     direction: str  # "in" | "out"
+    first_t: float  # their first crossing that way (earlier than ``t`` if they went back and forth)
 
 
 def true_events(scene: Scene, line: tuple[float, float, float, float], direction: str) -> list[TrueCrossing]:
@@ -145,7 +146,8 @@ def true_events(scene: Scene, line: tuple[float, float, float, float], direction
 
     Sampled at the frame times the camera sees, so the truth and the video agree exactly. A walker
     who crosses and comes back nets zero and has no event; the event of one who nets a crossing is
-    their last crossing in that direction.
+    their last crossing in that direction (and when they first crossed that way: someone lingering
+    on the line goes back and forth over it).
     """
     out: list[TrueCrossing] = []
     times = [scene.warmup_s + i / scene.fps for i in range(int(scene.duration_s * scene.fps))]
@@ -153,6 +155,7 @@ def true_events(scene: Scene, line: tuple[float, float, float, float], direction
         net = 0
         prev: tuple[float, float, float] | None = None
         last: dict[int, tuple[float, float, float]] = {}
+        first: dict[int, float] = {}
         for t in times:
             p = w.path(t - scene.warmup_s)
             if p is None:
@@ -164,6 +167,7 @@ def true_events(scene: Scene, line: tuple[float, float, float, float], direction
                     sign = 1 if s > 0 else -1
                     net += sign
                     last[sign] = (t, mx, my)
+                    first.setdefault(sign, t)
             prev = (p[0], p[1], s)
         if net:
             sign = 1 if net > 0 else -1
@@ -171,7 +175,7 @@ def true_events(scene: Scene, line: tuple[float, float, float, float], direction
             rel = t - scene.warmup_s
             own = w.height(rel) if w.height is not None else None
             h = own if own is not None else scene.height_at(y) * w.look.scale
-            out.append(TrueCrossing(t, x, y, h, "in" if sign > 0 else "out"))
+            out.append(TrueCrossing(t, x, y, h, "in" if sign > 0 else "out", first[sign]))
     return out
 
 
