@@ -5,6 +5,11 @@ Each NAME.<ext> needs NAME.json: {"line": [x1, y1, x2, y2], "in": "up"|"down"|"l
 decoding included in ms per frame (wall clock) and cpu_ms_per_frame (this process's CPU time, the
 figure to trust when other jobs share the cores). The last line printed is one JSON object with the totals.
 
+A sidecar may also list each walker's net crossing, as bench/render_footfall_scenes.py writes it:
+"events": [[t, x, y, h, "in"|"out", first_t], ...] (video seconds and pixels; h = the walker's body
+height; first_t = their first crossing that way, t the last). Counted crossings are then matched to
+them one to one, and each video's row ends with "events missed M extra E" (the JSON adds event_*).
+
     .venv/bin/python bench/footfall.py ../shared/data/footfall/caviar_front
 
 A nested field is set whole, as a JSON object; e.g. the optional person detector (input_size must be
@@ -82,7 +87,8 @@ def match_events(true: list[list], counted: list[Crossing]) -> tuple[int, int, i
     holds the sidecar's ``events`` rows [t, x, y, h, direction, first_t] (video time and pixels).
     """
     pairs = []
-    for i, (tt, tx, ty, th, td, t_first) in enumerate(true):
+    for i, (tt, tx, ty, th, td, *first) in enumerate(true):
+        t_first = first[0] if first else tt
         for j, c in enumerate(counted):
             if c.direction != td:
                 continue

@@ -101,6 +101,9 @@ def test_matching_pairs_crossings_one_to_one_and_never_lets_errors_cancel() -> N
     # then is theirs.
     assert match([[10.0, 100.0, 100.0, 50.0, "in", 5.0]], [_c("in", 4.0, 100.0)]) == (1, 0, 0)
     assert match([[10.0, 100.0, 100.0, 50.0, "in", 5.0]], [_c("in", 3.4, 100.0)]) == (0, 1, 1)
+    # A row without first_t (a hand-written sidecar): first and last crossing are one.
+    assert match([[10.0, 100.0, 100.0, 50.0, "in"]], [_c("in", 8.4, 100.0)]) == (0, 1, 1)
+    assert match([[10.0, 100.0, 100.0, 50.0, "in"]], [_c("in", 9.0, 100.0)]) == (1, 0, 0)
 
 
 def test_benchmark_reports_matched_events_of_rendered_scenes(tmp_path: Path) -> None:
