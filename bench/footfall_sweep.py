@@ -100,8 +100,7 @@ def main() -> None:
         print(f"{p or '(defaults)':24s} {'TOTAL':40s} {t['errors']:6d} {t['door']:5d} {t['oxford']:6d} "
               f"{t['exact']:4d}      {t['ev_door']:7d} {t['ev_oxford']:6d}")
     n = len(points)
-    keys = KEYS
-    mean = {k: round(sum(t[k] for t in totals.values()) / n, 2) for k in keys}
+    mean = {k: round(sum(t[k] for t in totals.values()) / n, 2) for k in KEYS}
     print(json.dumps({"points": {p or "(defaults)": t for p, t in totals.items()}, "mean": mean,
                       "per_folder": [{k: r[k] for k in ("folder", "point", *KEYS, "videos",
                                                         "cpu_ms_per_frame")} for r in results]}))
