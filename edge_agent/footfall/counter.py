@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -240,7 +239,7 @@ class MotionCounter:
             # the flow under-reads dark, low-texture bodies, so it is trusted only to add.
             n = len(ks) if unit is None else max(len(ks), int(flux / unit + 0.5))
             out += ks
-            out += [dataclasses.replace(ks[-1]) for _ in range(n - len(ks))]
+            out += [ks[-1]] * (n - len(ks))  # frozen: the same crossing counted again
         self.flux_events.append((lid, ev, sum(c.direction == "in" for c in out),
                                  sum(c.direction == "out" for c in out)))
         return out

@@ -108,6 +108,11 @@ class Scene:
         """(in, out): net crossings of each walker's feet path through the line segment."""
         return true_counts(self, line or self.line, direction or self.in_direction)
 
+    def body_height(self, w: Walker, t: float, feet_y: float) -> float:
+        """How tall walker ``w`` is drawn at scene time ``t`` (camera time - warm-up), feet at ``feet_y``."""
+        own = w.height(t) if w.height is not None else None
+        return own if own is not None else self.height_at(feet_y) * w.look.scale
+
     def truth_events(self) -> list[TrueCrossing]:
         """Each walker's net crossing of the scene's line, with time and place (for event matching)."""
         return true_events(self, self.line, self.in_direction)
@@ -172,9 +177,7 @@ def true_events(scene: Scene, line: tuple[float, float, float, float], direction
         if net:
             sign = 1 if net > 0 else -1
             t, x, y = last[sign]
-            rel = t - scene.warmup_s
-            own = w.height(rel) if w.height is not None else None
-            h = own if own is not None else scene.height_at(y) * w.look.scale
+            h = scene.body_height(w, t - scene.warmup_s, y)
             out.append(TrueCrossing(t, x, y, h, "in" if sign > 0 else "out", first[sign]))
     return out
 
@@ -288,8 +291,7 @@ class SceneCamera:
                 people.append((p[1], p[0], k))
         for y, x, k in sorted(people):  # far (small y) first: nearer people occlude them
             w = sc.walkers[k]
-            own = w.height(t - sc.warmup_s) if w.height is not None else None
-            h = own if own is not None else sc.height_at(y) * w.look.scale
+            h = sc.body_height(w, t - sc.warmup_s, y)
             draw_person(img, x, y, h, look=w.look, phase=2 * math.pi * w.look.stride_hz * t + self._phases[k])
         return self._perturb(img, t)
 
