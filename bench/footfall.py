@@ -38,7 +38,8 @@ from edge_agent.footfall.counter import Crossing, MotionCounter
 VIDEO_EXT = {".mpg", ".mpeg", ".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 
 
-def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int] | None = None):
+def open_video(path: Path, side: dict, overrides: dict) -> tuple[cv2.VideoCapture, float, MotionCounter]:
+    """The video, its frame rate, and a counter set up with the sidecar's line and the overrides."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise SystemExit(f"cannot open {path}")
@@ -48,7 +49,11 @@ def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int]
     x1, y1, x2, y2 = side["line"]
     line = LineConfig(id="door", x1=x1 / W, y1=y1 / H, x2=x2 / W, y2=y2 / H, in_direction=side["in"])
     cfg = FootfallConfig(camera=path.stem[:64], lines=[line], **overrides)
-    counter = MotionCounter(cfg)
+    return cap, fps, MotionCounter(cfg)
+
+
+def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int] | None = None):
+    cap, fps, counter = open_video(path, side, overrides)
     n_in = n_out = 0
     events = []
     n = 0

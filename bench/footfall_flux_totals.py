@@ -15,10 +15,12 @@ a perfectly calibrated unit would miscount a typical video by about c.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cv2
@@ -26,24 +28,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from device_configs.footfall import FootfallConfig, LineConfig
 from edge_agent.camera.base import Frame
-from edge_agent.footfall.counter import MotionCounter
 
 VIDEO_EXT = {".mpg", ".mpeg", ".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 
 
+def _footfall() -> ModuleType:
+    """bench/footfall.py, whose sidecar reading and counter set-up this shares."""
+    spec = importlib.util.spec_from_file_location("bench_footfall", Path(__file__).with_name("footfall.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def flux_of(path: Path, side: dict[str, Any]) -> tuple[float, float, float]:
     """(flux in, flux out, the size model's box area at the line at the end), working pixels."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise SystemExit(f"cannot open {path}")
-    W = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-    H = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    x1, y1, x2, y2 = side["line"]
-    line = LineConfig(id="door", x1=x1 / W, y1=y1 / H, x2=x2 / W, y2=y2 / H, in_direction=side["in"])
-    counter = MotionCounter(FootfallConfig(camera=path.stem[:64], lines=[line], flux=True))
+    cap, fps, counter = _footfall().open_video(path, side, {"flux": True})
     n = 0
     while True:
         ok, img = cap.read()
