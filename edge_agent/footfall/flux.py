@@ -83,7 +83,7 @@ class FluxLine:
             flow_n = np.zeros(self.n, np.float64)
         else:
             flow = np.asarray(cv2.calcOpticalFlowFarneback(
-                self._prev, strip, None, 0.5, 2, 11, 2, 5, 1.1, 0  # type: ignore[call-overload]
+                self._prev, strip, None, 0.5, 2, 11, 2, 5, 1.1, 0  # type: ignore[call-overload, unused-ignore]  # stubs of opencv < 5.1 reject None
             ), np.float32)
             f = flow[self._sy, self._sx].astype(np.float64)
             flow_n = f[:, 0] * self.line.nx + f[:, 1] * self.line.ny
