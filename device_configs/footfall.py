@@ -146,6 +146,20 @@ class FootfallConfig(StrictModel):
         description="Experimental: count how many people each tracked crossing holds from the foreground "
         "area that flows through the line (robust to people merging into one blob).",
     )
+    finder: Literal["blobs", "points"] = Field(
+        default="blobs",
+        description="How people are found in the zone: 'blobs' splits foreground blobs by their width "
+        "relative to one person's; 'points' runs the feet-point network shipped with the agent on the "
+        "zone's colour crop and foreground mask (people walking together come out one by one).",
+    )
+    points_threshold: float = Field(
+        default=0.4, gt=0, lt=1, description="finder 'points': minimum score of a person's feet point."
+    )
+    points_model: str | None = Field(
+        default=None, max_length=4096,
+        description="finder 'points': another feet-point ONNX model (same inputs and outputs as "
+        "bench/train_feet_points.py exports); default: the model shipped with the agent.",
+    )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig, description="Optional learned person detector."
     )

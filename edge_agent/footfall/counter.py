@@ -18,6 +18,7 @@ from edge_agent.footfall.blobs import Detection, clean_mask, find_people
 from edge_agent.footfall.detector import PersonDetector, make_detector
 from edge_agent.footfall.flux import FluxEvent, FluxLine
 from edge_agent.footfall.geometry import Line, polygon_mask
+from edge_agent.footfall.points import FeetPointFinder
 from edge_agent.footfall.sizes import PersonSizeModel
 from edge_agent.footfall.tracker import Track, Tracker
 
@@ -45,6 +46,12 @@ class Counter(Protocol):
         ...
 
 
+def _make_points(cfg: FootfallConfig) -> FeetPointFinder | None:
+    if cfg.finder != "points":
+        return None
+    return FeetPointFinder(cfg.points_model, threshold=cfg.points_threshold, aspect=cfg.person_aspect)
+
+
 class MotionCounter:
     """Background subtraction + person splitting + tracking + net line crossings."""
 
@@ -57,10 +64,13 @@ class MotionCounter:
             saturation_level=cfg.saturation_level,
         )
         self._tracker = Tracker(max_missed_s=cfg.max_missed_s)
+        self._points = _make_points(cfg)
         self._shape: tuple[int, int] | None = None  # working (w, h)
         self._frames = 0
         self.tracks: list[Track] = []
         self.last_detections: list[Detection] = []
+        self.last_crop: U8 | None = None  # the zone's crop of the working image and its cleaned mask
+        self.last_mask: U8 | None = None
         self.sizes: PersonSizeModel | None = None
         self.lines: list[Line] = []
         self._flux: dict[str, FluxLine] = {}
@@ -82,6 +92,9 @@ class MotionCounter:
             self._setup(*self._shape)
         if cfg.detector != old.detector:
             self._detector = make_detector(cfg.detector)
+        if (cfg.finder, cfg.points_model, cfg.points_threshold, cfg.person_aspect) != (
+                old.finder, old.points_model, old.points_threshold, old.person_aspect):
+            self._points = _make_points(cfg)
 
     def _setup(self, w: int, h: int) -> None:
         cfg = self.cfg
@@ -143,7 +156,10 @@ class MotionCounter:
         self._frames += 1
         pw = self._sizes.width(sum(ln.ay + ln.by for ln in self.lines) / (2 * len(self.lines)))
         mask = clean_mask(mask, pw)
+        self.last_crop, self.last_mask = crop, mask
         dets = find_people(mask, self._sizes, min_blob=self.cfg.min_blob, offset=(x0, y0))
+        if self._points is not None:  # the blobs above still teach the size model
+            dets = self._points.find(crop, mask, (x0, y0))
         if self._detector is not None and self._frames % self.cfg.detector.every_n_frames == 0:
             found = self._detector.detect(small)
             if found is not None:
@@ -262,7 +278,9 @@ class MotionCounter:
         out: list[Crossing] = []
         band, commit = self._bands(tr)
         for ln in self.lines:
-            d = line_logic.step(tr, ln, band, commit, seen=tr.last_seen >= t)
+            d = line_logic.step(
+                tr, ln, band, commit, seen=tr.last_seen >= t, seen_only=self._points is not None
+            )
             if d and tr.hits >= self._tracker.min_hits:
                 out.append(self._crossing(tr, ln, d, t))
                 self._note_pos(tr, ln)

@@ -20,7 +20,9 @@ def _sign(v: float) -> int:
     return (v > 0) - (v < 0)
 
 
-def step(track: Track, line: Line, band: float, commit: float, seen: bool = True) -> int:
+def step(
+    track: Track, line: Line, band: float, commit: float, seen: bool = True, *, seen_only: bool = False
+) -> int:
     """Update the track's state for ``line``; +1 / -1 when an in / out crossing is now final.
 
     ``seen``: the track's position comes from a detection in this frame. A coasting track's
@@ -28,12 +30,19 @@ def step(track: Track, line: Line, band: float, commit: float, seen: bool = True
     blob fades into a dark floor just past the line must not be carried back over it by a velocity
     that the fading blob itself corrupted (its bottom rising as the legs vanish). A real detection
     back on the first side still cancels the crossing (U-turn, lingering on the mat).
+
+    ``seen_only``: a coasting track's position does not move it over the line either; only
+    detections do. For a finder that separates people who walk together (the feet-point network),
+    coasting no longer has to carry people through merged blobs, and a track that coasts on a
+    velocity spike (a detection that jumped for one frame) must not count on its own.
     """
     s = line.signed_distance(track.x, track.y)
     st = track.lines.get(line.id)
     if st is None:
         st = LineState(origin=_sign(s), side=_sign(s) if abs(s) > band else 0, last_sign=_sign(s))
         track.lines[line.id] = st
+        return 0
+    if seen_only and not seen:
         return 0
     sign = _sign(s)
     if not seen and st.side not in (0, st.origin) and sign != st.side:

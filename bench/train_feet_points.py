@@ -1,0 +1,333 @@
+"""Train the footfall counter's feet-point detector on simulated scenes only, and export it to ONNX.
+
+The network reads the counter's zone crop (colour) and its foreground mask at the working resolution
+and returns, every 4 pixels, a score that a person's feet are there, the sub-cell offset of the feet
+and the log of the person's height: the people of a merged blob, one by one. It is trained on what
+the simulator knows exactly (every walker's feet and height at every frame), rendered with seeds the
+benchmarks never use: the scripted door scenes (seeds 100+) and synthetic street crowds
+(``edge_agent/sim/crowd.py``). The Oxford Town Centre trajectories and CAVIAR are never seen, so they
+stay held-out tests. Training needs PyTorch (a development tool, not a runtime dependency):
+
+    .venv/bin/pip install torch==2.13.0
+    .venv/bin/python bench/train_feet_points.py data /tmp/fpdata --door-seeds 100:112 --crowds 100:160
+    .venv/bin/python bench/train_feet_points.py train /tmp/fpdata edge_agent/footfall/models/feet_points.onnx
+
+The samples go through the counter's own background model and mask cleaning (``MotionCounter``), so
+the network sees the masks it will see at run time: ghosts, shadows, light steps and all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from device_configs.footfall import FootfallConfig, LineConfig
+from edge_agent.footfall.counter import MotionCounter
+from edge_agent.sim.crowd import street_crowd_scene
+from edge_agent.sim.footfall_scene import (
+    HARD,
+    SCENARIOS,
+    Look,
+    Perturb,
+    Scene,
+    SceneCamera,
+    door_scene,
+    draw_person,
+)
+
+STRIDE = 4
+VISIBLE = 0.3  # a walker at least this visible is a positive
+IGNORE = 0.08  # between IGNORE and VISIBLE: neither positive nor negative
+
+
+def counter_for(scene: Scene) -> MotionCounter:
+    x1, y1, x2, y2 = scene.line
+    W, H = scene.width, scene.height
+    line = LineConfig(id="door", x1=x1 / W, y1=y1 / H, x2=x2 / W, y2=y2 / H, in_direction=scene.in_direction)
+    return MotionCounter(FootfallConfig(camera="train", lines=[line]))
+
+
+def visibility(scene: Scene, t: float) -> list[tuple[float, float, float, float]]:
+    """(x, y, h, visible fraction) of every walker in view at camera time t, in frame pixels."""
+    H, W = scene.height, scene.width
+    label = np.zeros((H, W, 3), np.uint8)
+    people = []
+    for k, w in enumerate(scene.walkers):
+        p = w.path(t - scene.warmup_s)
+        if p is not None:
+            people.append((p[1], p[0], k))
+    out = []
+    drawn = []
+    for y, x, k in sorted(people):
+        w = scene.walkers[k]
+        h = scene.body_height(w, t - scene.warmup_s, y)
+        look = _id_look(k, w.look)
+        phase = 2 * math.pi * w.look.stride_hz * t + k * 1.7
+        draw_person(label, x, y, h, look=look, phase=phase)
+        # Alone on a canvas of its own: how many pixels the walker has when nobody hides them.
+        ox, oy = int(x - 0.8 * h), int(y - 1.1 * h)
+        canvas = np.zeros((int(1.3 * h) + 4, int(1.7 * h) + 4, 3), np.uint8)
+        draw_person(canvas, x - ox, y - oy, h, look=look, phase=phase)
+        drawn.append((x, y, h, k, int(_is(canvas, k).sum())))
+    for x, y, h, k, alone in drawn:
+        seen = int(_is(label, k).sum())
+        out.append((x, y, h, seen / alone if alone else 0.0))
+    return out
+
+
+def _id_look(k: int, look: Look) -> Look:
+    c = (255, k // 256, k % 256)
+    return Look(c, c, c, look.scale, look.girth, look.stride_hz)
+
+
+def _is(img: np.ndarray, k: int) -> np.ndarray:
+    return (img[..., 0] == 255) & (img[..., 1] == k // 256) & (img[..., 2] == k % 256)
+
+
+def scene_samples(scene: Scene, every: int, skip_s: float = 2.0) -> list[dict]:
+    counter = counter_for(scene)
+    cam = SceneCamera(scene)
+    cam.open()
+    out = []
+    while (frame := cam.read()) is not None:
+        counter.process(frame)
+        if frame.t < skip_s or frame.index % every:
+            continue
+        x0, y0, x1, y1 = counter._crop
+        s = counter._scale
+        people = []
+        for x, y, h, vis in visibility(scene, frame.t):
+            xw, yw, hw = x / s - x0, y / s - y0, h / s
+            if -2 <= xw < x1 - x0 + 2 and -2 <= yw < y1 - y0 + 2:
+                people.append((xw, yw, hw, vis))
+        out.append({"crop": counter.last_crop.copy(), "mask": counter.last_mask.copy(), "people": people})
+    return out
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    a, b = (int(v) for v in args.door_seeds.split(":"))
+    jobs: list[tuple[str, Scene]] = []
+    for seed in range(a, b):
+        for sc in SCENARIOS:
+            for hard in (False, True):
+                scene = door_scene(sc, seed=seed, perturb=HARD if hard else Perturb())
+                jobs.append((f"door_{sc}_{'hard' if hard else 'clean'}_s{seed}", scene))
+    a, b = (int(v) for v in args.crowds.split(":"))
+    jobs += [(f"crowd_s{seed}", street_crowd_scene(seed=seed)) for seed in range(a, b)]
+    if args.shard is not None:
+        k, n = (int(v) for v in args.shard.split("/"))
+        jobs = jobs[k::n]
+    t0 = time.time()
+    for i, (name, scene) in enumerate(jobs):
+        path = out / f"{name}.pkl"
+        if path.exists():
+            continue
+        samples = scene_samples(scene, args.every)
+        with path.open("wb") as f:
+            pickle.dump(samples, f, protocol=pickle.HIGHEST_PROTOCOL)
+        print(f"{i + 1}/{len(jobs)} {name}: {len(samples)} samples ({time.time() - t0:.0f} s)", flush=True)
+
+
+# --- the network ---------------------------------------------------------------------------------
+
+
+def build_net():  # type: ignore[no-untyped-def]
+    import torch.nn as nn
+
+    def dw(ci: int, co: int, d: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(ci, ci, 3, padding=d, dilation=d, groups=ci, bias=False), nn.BatchNorm2d(ci), nn.ReLU(),
+            nn.Conv2d(ci, co, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(),
+        )
+
+    return nn.Sequential(
+        nn.Conv2d(4, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        dw(32, 48, 1), dw(48, 48, 2), dw(48, 48, 4), dw(48, 48, 8), dw(48, 48, 2), dw(48, 48, 1),
+        nn.Conv2d(48, 4, 1),
+    )
+
+
+def net_input(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(4, h, w) float32: colour scaled to [-0.5, 0.5] and the mask as 0/1 (as points.py feeds it)."""
+    x = np.empty((4, *crop.shape[:2]), np.float32)
+    x[:3] = crop.transpose(2, 0, 1) / 255.0 - 0.5
+    x[3] = mask > 0
+    return x
+
+
+def targets(people: list, h: int, w: int) -> tuple[np.ndarray, ...]:
+    """Heatmap, weight, offsets, log-height and where they apply, on the stride-4 grid."""
+    gh, gw = (h + STRIDE - 1) // STRIDE, (w + STRIDE - 1) // STRIDE
+    heat = np.zeros((gh, gw), np.float32)
+    weight = np.ones((gh, gw), np.float32)
+    reg = np.zeros((3, gh, gw), np.float32)
+    on = np.zeros((gh, gw), np.float32)
+    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    for x, y, ph, vis in people:
+        cx, cy = x / STRIDE - 0.5, y / STRIDE - 0.5  # cell centres sit at (i + 0.5) * STRIDE
+        sigma = max(0.6, 0.07 * ph / STRIDE)
+        g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma * sigma))
+        if vis >= VISIBLE and 0 <= x < w and 0 <= y < h:
+            heat = np.maximum(heat, g)
+            i, j = int(cy + 0.5), int(cx + 0.5)
+            i, j = min(max(i, 0), gh - 1), min(max(j, 0), gw - 1)
+            reg[:, i, j] = (cx - j, cy - i, math.log(max(ph, 2.0) / 32.0))
+            on[i, j] = 1.0
+            heat[i, j] = 1.0
+        elif vis >= IGNORE:
+            weight[g > 0.3] = 0.0
+    return heat, weight, reg, on
+
+
+def load_samples(folder: Path) -> list[dict]:
+    samples = []
+    for p in sorted(folder.glob("*.pkl")):
+        with p.open("rb") as f:
+            samples += pickle.load(f)
+    return samples
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    samples = load_samples(Path(args.data))
+    print(f"{len(samples)} samples, {sum(len(s['people']) for s in samples)} people", flush=True)
+    ph_, pw_ = args.patch_h, args.patch_w
+    prepared = []
+    for s in samples:  # uint8 until a patch is drawn: float32 crops would not fit in memory
+        prepared.append(((s["crop"], s["mask"]), targets(s["people"], *s["mask"].shape)))
+    net = build_net()
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps)
+    t0 = time.time()
+    for step in range(args.steps):
+        xb, hb, wb, rb, ob = [], [], [], [], []
+        for k in rng.integers(0, len(prepared), args.batch):
+            x, (heat, weight, reg, on) = prepared[int(k)]
+            x, heat, weight, reg, on = _patch(rng, x, heat, weight, reg, on, ph_, pw_)
+            x = _augment(rng, x)
+            xb.append(x)
+            hb.append(heat)
+            wb.append(weight)
+            rb.append(reg)
+            ob.append(on)
+        X = torch.from_numpy(np.stack(xb))
+        out = net(X)
+        loss_h, loss_r = _loss(out, *(torch.from_numpy(np.stack(v)) for v in (hb, wb, rb, ob)))
+        loss = loss_h + loss_r
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            print(f"step {step} heat {loss_h.item():.4f} reg {loss_r.item():.4f} ({time.time() - t0:.0f} s)",
+                  flush=True)
+    net.eval()
+    export(net, Path(args.out))
+
+
+def _patch(rng, x, heat, weight, reg, on, ph_, pw_):  # type: ignore[no-untyped-def]
+    """A random patch (cell-aligned), padded with 'nothing here' when the crop is smaller."""
+    crop, mask = x
+    gh, gw = ph_ // STRIDE, pw_ // STRIDE
+    i0 = int(rng.integers(0, max(1, heat.shape[0] - gh + 1)))
+    j0 = int(rng.integers(0, max(1, heat.shape[1] - gw + 1)))
+    X = np.zeros((4, ph_, pw_), np.float32)
+    X[:3] = float(rng.uniform(-0.2, 0.2))
+    rows = slice(i0 * STRIDE, i0 * STRIDE + ph_)
+    cols = slice(j0 * STRIDE, j0 * STRIDE + pw_)
+    xs = net_input(crop[rows, cols], mask[rows, cols])
+    X[:, : xs.shape[1], : xs.shape[2]] = xs
+    H = np.zeros((gh, gw), np.float32)
+    Wt = np.zeros((gh, gw), np.float32)
+    R = np.zeros((3, gh, gw), np.float32)
+    On = np.zeros((gh, gw), np.float32)
+    hs = heat[i0 : i0 + gh, j0 : j0 + gw]
+    H[: hs.shape[0], : hs.shape[1]] = hs
+    Wt[: hs.shape[0], : hs.shape[1]] = weight[i0 : i0 + gh, j0 : j0 + gw]
+    R[:, : hs.shape[0], : hs.shape[1]] = reg[:, i0 : i0 + gh, j0 : j0 + gw]
+    On[: hs.shape[0], : hs.shape[1]] = on[i0 : i0 + gh, j0 : j0 + gw]
+    if rng.random() < 0.5:  # mirror: people walk both ways
+        X, H, Wt, R, On = X[:, :, ::-1], H[:, ::-1], Wt[:, ::-1], R[:, :, ::-1].copy(), On[:, ::-1]
+        R[0] = np.where(On > 0, -R[0], 0.0)
+    return (np.ascontiguousarray(X), np.ascontiguousarray(H), np.ascontiguousarray(Wt),
+            np.ascontiguousarray(R), np.ascontiguousarray(On))
+
+
+def _augment(rng, x):  # type: ignore[no-untyped-def]
+    """Other cameras: gain, colour cast, contrast, noise, a channel order shuffle."""
+    c = x[:3] + 0.5
+    c = c * float(rng.uniform(0.6, 1.4)) * rng.uniform(0.85, 1.15, (3, 1, 1)).astype(np.float32)
+    m = c.mean()
+    c = (c - m) * float(rng.uniform(0.7, 1.3)) + m
+    c = c + rng.normal(0, float(rng.uniform(0, 0.04)), c.shape).astype(np.float32)
+    if rng.random() < 0.3:
+        c = c[rng.permutation(3)]
+    x = x.copy()
+    x[:3] = np.clip(c, 0, 1) - 0.5
+    return x
+
+
+def _loss(out, heat, weight, reg, on):  # type: ignore[no-untyped-def]
+    import torch
+
+    p = torch.sigmoid(out[:, 0]).clamp(1e-4, 1 - 1e-4)
+    pos = heat >= 1.0
+    neg_w = (1 - heat) ** 4
+    l_pos = -((1 - p) ** 2) * torch.log(p) * pos
+    l_neg = -(p**2) * torch.log(1 - p) * neg_w * (~pos)
+    n = pos.sum().clamp(min=1)
+    loss_h = ((l_pos + l_neg) * weight).sum() / n
+    loss_r = (torch.nn.functional.smooth_l1_loss(out[:, 1:4], reg, reduction="none").sum(1) * on).sum() / n
+    return loss_h, loss_r
+
+
+def export(net, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        net, torch.zeros(1, 4, 128, 320), str(path), input_names=["x"], output_names=["y"],
+        dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "h", 3: "w"}}, opset_version=13, dynamo=False,
+    )
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data", help="render training scenes and store crops, masks and truth")
+    d.add_argument("out")
+    d.add_argument("--door-seeds", default="100:112", help="first:last seed (last excluded) of door scenes")
+    d.add_argument("--crowds", default="100:160", help="first:last seed of street crowd scenes")
+    d.add_argument("--every", type=int, default=3, help="keep every n-th frame")
+    d.add_argument("--shard", help="k/n: only every n-th scene from the k-th (run n processes)")
+    t = sub.add_parser("train", help="train on a data folder and export ONNX")
+    t.add_argument("data")
+    t.add_argument("out")
+    t.add_argument("--steps", type=int, default=4000)
+    t.add_argument("--batch", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--patch-h", type=int, default=96)
+    t.add_argument("--patch-w", type=int, default=160)
+    t.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    {"data": cmd_data, "train": cmd_train}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
