@@ -115,6 +115,30 @@ def test_line_logic_coasting_back_does_not_undo_an_observed_crossing() -> None:
     assert finish(tr, line) == -1  # counted out
 
 
+def test_line_logic_seen_only_coasting_over_the_line_counts_nothing() -> None:
+    line = Line.from_points("door", 0, 100, 100, 100, direction="up")
+    tr = _track_at(130)
+    assert step(tr, line, band=5, commit=20, seen_only=True) == 0
+    for y in (110, 90, 70, 50):  # carried over the line and past the commit distance by its velocity
+        tr.y = y
+        assert step(tr, line, band=5, commit=20, seen=False, seen_only=True) == 0
+    assert finish(tr, line) == 0
+    # Without seen_only the same extrapolation is a crossing (what blob tracking through merges needs).
+    tr = _track_at(130)
+    step(tr, line, band=5, commit=20)
+    assert [step(tr, line, band=5, commit=20, seen=False) for tr.y in (110, 90, 70)] == [0, 0, 1]
+
+
+def test_line_logic_seen_only_detections_still_count() -> None:
+    line = Line.from_points("door", 0, 100, 100, 100, direction="up")
+    tr = _track_at(130)
+    results = []
+    for y, seen in ((130, True), (110, True), (100, False), (85, True), (75, True)):
+        tr.y = y
+        results.append(step(tr, line, band=5, commit=20, seen=seen, seen_only=True))
+    assert results == [0, 0, 0, 0, 1]
+
+
 def test_line_logic_seen_return_still_cancels_after_coasting() -> None:
     line = Line.from_points("door", 0, 100, 100, 100, direction="up")
     tr = _track_at(130)

@@ -52,6 +52,7 @@ class BackgroundModel:
         self._frames = 0
         self._noise = 2.0
         self._prev: F32 | None = None
+        self.last_frame: F32 | None = None  # the last image applied, divided by the lighting gain
         self.relearned = 0  # how many times a sudden global change forced a relearn (a health figure)
 
     def reset(self) -> None:
@@ -70,10 +71,12 @@ class BackgroundModel:
         if self._bg is None or self._bg.shape != frame.shape:
             self._bg = frame.copy()
             self._prev = None
+            self.last_frame = frame
             return np.zeros(image.shape[:2], np.uint8)
         bg = self._bg
         gain = self._gain(frame, bg)
         frame /= gain
+        self.last_frame = frame  # gain-normalised, comparable with ``background``
         lo = cv2.erode(bg, _KERNEL)
         hi = cv2.dilate(bg, _KERNEL)
         # A clipped channel is only a lower bound of the true value: after a light gets brighter a

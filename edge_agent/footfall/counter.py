@@ -159,7 +159,9 @@ class MotionCounter:
         self.last_crop, self.last_mask = crop, mask
         dets = find_people(mask, self._sizes, min_blob=self.cfg.min_blob, offset=(x0, y0))
         if self._points is not None:  # the blobs above still teach the size model
-            dets = self._points.find(crop, mask, (x0, y0))
+            frame_n, bg = self._bg.last_frame, self._bg.background
+            assert frame_n is not None and bg is not None  # set by apply()
+            dets = self._points.find(frame_n, bg, mask, (x0, y0))
         if self._detector is not None and self._frames % self.cfg.detector.every_n_frames == 0:
             found = self._detector.detect(small)
             if found is not None:
