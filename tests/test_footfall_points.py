@@ -119,3 +119,23 @@ def test_crowd_scene_is_deterministic_and_busy() -> None:
     assert street_crowd_scene(seed=6).line != a.line  # the geometry varies between seeds
     in_, out = a.truth()
     assert in_ + out > 5
+
+
+def test_switching_the_finder_live_takes_effect_without_losing_the_background() -> None:
+    sc = door_scene("pair_out", width=W, height=H, seed=1)
+    blobs = config(sc)
+    counter = MotionCounter(blobs)
+    cam = SceneCamera(sc)
+    cam.open()
+    crossings = []
+    while (f := cam.read()) is not None:
+        if f.t >= 1.0 and counter.cfg.finder == "blobs":  # the background is learned; people not in yet
+            bg_before = counter._bg.background
+            counter.reconfigure(blobs.model_copy(update={"finder": "points"}))
+            assert counter._bg.background is bg_before
+        crossings += counter.process(f)
+    crossings += counter.flush()
+    assert counter._points is not None
+    assert [sum(c.direction == d for c in crossings) for d in ("in", "out")] == [0, 2]
+    counter.reconfigure(counter.cfg.model_copy(update={"finder": "blobs"}))
+    assert counter._points is None
