@@ -69,8 +69,7 @@ class MotionCounter:
         self._frames = 0
         self.tracks: list[Track] = []
         self.last_detections: list[Detection] = []
-        self.last_crop: U8 | None = None  # the zone's crop of the working image and its cleaned mask
-        self.last_mask: U8 | None = None
+        self.last_mask: U8 | None = None  # the zone's cleaned foreground mask (for training and tools)
         self.sizes: PersonSizeModel | None = None
         self.lines: list[Line] = []
         self._flux: dict[str, FluxLine] = {}
@@ -156,7 +155,7 @@ class MotionCounter:
         self._frames += 1
         pw = self._sizes.width(sum(ln.ay + ln.by for ln in self.lines) / (2 * len(self.lines)))
         mask = clean_mask(mask, pw)
-        self.last_crop, self.last_mask = crop, mask
+        self.last_mask = mask
         dets = find_people(mask, self._sizes, min_blob=self.cfg.min_blob, offset=(x0, y0))
         if self._points is not None:  # the blobs above still teach the size model
             frame_n, bg = self._bg.last_frame, self._bg.background
