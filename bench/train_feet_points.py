@@ -60,30 +60,17 @@ def counter_for(scene: Scene) -> MotionCounter:
 
 def visibility(scene: Scene, t: float) -> list[tuple[float, float, float, float]]:
     """(x, y, h, visible fraction) of every walker in view at camera time t, in frame pixels."""
-    H, W = scene.height, scene.width
-    label = np.zeros((H, W, 3), np.uint8)
-    people = []
-    for k, w in enumerate(scene.walkers):
-        p = w.path(t - scene.warmup_s)
-        if p is not None:
-            people.append((p[1], p[0], k))
-    out = []
+    label = np.zeros((scene.height, scene.width, 3), np.uint8)
     drawn = []
-    for y, x, k in sorted(people):
-        w = scene.walkers[k]
-        h = scene.body_height(w, t - scene.warmup_s, y)
-        look = _id_look(k, w.look)
-        phase = 2 * math.pi * w.look.stride_hz * t + k * 1.7
+    for k, x, y, h, phase in SceneCamera(scene).people(t):  # as the camera draws them, in its order
+        look = _id_look(k, scene.walkers[k].look)
         draw_person(label, x, y, h, look=look, phase=phase)
         # Alone on a canvas of its own: how many pixels the walker has when nobody hides them.
         ox, oy = int(x - 0.8 * h), int(y - 1.1 * h)
         canvas = np.zeros((int(1.3 * h) + 4, int(1.7 * h) + 4, 3), np.uint8)
         draw_person(canvas, x - ox, y - oy, h, look=look, phase=phase)
         drawn.append((x, y, h, k, int(_is(canvas, k).sum())))
-    for x, y, h, k, alone in drawn:
-        seen = int(_is(label, k).sum())
-        out.append((x, y, h, seen / alone if alone else 0.0))
-    return out
+    return [(x, y, h, int(_is(label, k).sum()) / alone if alone else 0.0) for x, y, h, k, alone in drawn]
 
 
 def _id_look(k: int, look: Look) -> Look:

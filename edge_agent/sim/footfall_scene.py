@@ -280,19 +280,28 @@ class SceneCamera:
             t = i / sc.fps
             return Frame(self.render(t), t, i)
 
+    def people(self, t: float) -> list[tuple[int, float, float, float, float]]:
+        """(walker index, feet x, feet y, body height, gait phase) of everyone in view at camera
+        time ``t``, in the order they are drawn: far (small y) first, so nearer people occlude them."""
+        sc = self.scene
+        here: list[tuple[float, float, int]] = []
+        for k, w in enumerate(sc.walkers):
+            p = w.path(t - sc.warmup_s)
+            if p is not None:
+                here.append((p[1], p[0], k))
+        out = []
+        for y, x, k in sorted(here):
+            w = sc.walkers[k]
+            h = sc.body_height(w, t - sc.warmup_s, y)
+            out.append((k, x, y, h, 2 * math.pi * w.look.stride_hz * t + self._phases[k]))
+        return out
+
     def render(self, t: float) -> U8:
         sc = self.scene
         assert sc.background is not None
         img = sc.background.copy()
-        people: list[tuple[float, float, int]] = []
-        for k, w in enumerate(sc.walkers):
-            p = w.path(t - sc.warmup_s)
-            if p is not None:
-                people.append((p[1], p[0], k))
-        for y, x, k in sorted(people):  # far (small y) first: nearer people occlude them
-            w = sc.walkers[k]
-            h = sc.body_height(w, t - sc.warmup_s, y)
-            draw_person(img, x, y, h, look=w.look, phase=2 * math.pi * w.look.stride_hz * t + self._phases[k])
+        for k, x, y, h, phase in self.people(t):
+            draw_person(img, x, y, h, look=sc.walkers[k].look, phase=phase)
         return self._perturb(img, t)
 
     def _perturb(self, img: U8, t: float) -> U8:
