@@ -141,6 +141,14 @@ class FootfallConfig(StrictModel):
     max_missed_s: float = Field(
         default=0.6, ge=0, le=10, description="How long a track survives without a detection (s)."
     )
+    max_lost_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="How long an established track that lost its person in empty space (someone who "
+        "stopped and faded into the background, dark legs on a dark floor) waits where it was last seen "
+        "for them to reappear (s); never less than max_missed_s.",
+    )
     flux: bool = Field(
         default=False,
         description="Experimental: count how many people each tracked crossing holds from the foreground "
@@ -150,7 +158,8 @@ class FootfallConfig(StrictModel):
         default="blobs",
         description="How people are found in the zone: 'blobs' splits foreground blobs by their width "
         "relative to one person's; 'points' runs the feet-point network shipped with the agent on the "
-        "zone's colour crop and foreground mask (people walking together come out one by one).",
+        "zone's difference from the background model and its foreground mask (people walking together "
+        "come out one by one).",
     )
     points_threshold: float = Field(
         default=0.4, gt=0, lt=1, description="finder 'points': minimum score of a person's feet point."

@@ -63,7 +63,7 @@ class MotionCounter:
             noise_factor=cfg.noise_factor, relearn_fraction=cfg.relearn_fraction,
             saturation_level=cfg.saturation_level,
         )
-        self._tracker = Tracker(max_missed_s=cfg.max_missed_s)
+        self._tracker = Tracker(max_missed_s=cfg.max_missed_s, max_lost_s=cfg.max_lost_s)
         self._points = _make_points(cfg)
         self._shape: tuple[int, int] | None = None  # working (w, h)
         self._frames = 0
@@ -84,6 +84,7 @@ class MotionCounter:
         old = self.cfg
         self.cfg = cfg
         self._bg.saturation_level = cfg.saturation_level
+        self._tracker.max_missed_s, self._tracker.max_lost_s = cfg.max_missed_s, cfg.max_lost_s
         if cfg.work_width != old.work_width:
             self._shape = None
             self._bg.reset()

@@ -67,10 +67,12 @@ def _in_box(tr: Track, d: Detection) -> bool:
 class Tracker:
     def __init__(
         self, *, gate: float = 0.8, max_missed_s: float = 0.6, min_hits: int = 3,
-        reid_gain: float = 0.6, reid_min_hits: int = 10,
+        reid_gain: float = 0.6, reid_min_hits: int = 10, max_lost_s: float = 0.0,
     ) -> None:
         self.gate = gate
         self.max_missed_s = max_missed_s
+        # An established track lost in empty space waits this long (if longer than max_missed_s).
+        self.max_lost_s = max_lost_s
         self.min_hits = min_hits
         self.reid_gain = reid_gain  # person heights per second of coasting in empty space
         self.reid_min_hits = reid_min_hits
@@ -99,7 +101,7 @@ class Tracker:
         for ti, tr in enumerate(self.tracks):
             if ti not in used_t:
                 self._coast(tr, preds[ti], dets, t)
-                if t - tr.last_seen > self.max_missed_s:
+                if t - tr.last_seen > self._limit(tr):
                     ended.append(tr)
                     continue
             alive.append(tr)
@@ -110,6 +112,14 @@ class Tracker:
         self.tracks = alive
         self._merge_duplicates(dets, t)
         return self.tracks, ended
+
+    def _limit(self, tr: Track) -> float:
+        """How long ``tr`` may go without a detection: longer when it is established and was lost
+        in empty space (a person who stopped and faded into the background, legs that vanish on a
+        dark floor), where no one else's body explains the loss and the person is likely still there."""
+        if not tr.hidden and tr.hits >= self.reid_min_hits:
+            return max(self.max_missed_s, self.max_lost_s)
+        return self.max_missed_s
 
     def _candidates(
         self, preds: list[tuple[float, float]], dets: list[Detection], t: float
