@@ -46,7 +46,6 @@ from edge_agent.sim.footfall_scene import (
     draw_person,
 )
 
-LEGS_GONE_P = 0.25  # share of walkers whose legs are faded out in a training patch
 VISIBLE = 0.3  # a walker at least this visible is a positive
 IGNORE = 0.08  # between IGNORE and VISIBLE: neither positive nor negative
 
@@ -192,9 +191,10 @@ def load_samples(folder: Path) -> list[dict]:
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
+    legs = (args.legs_gone, args.legs_top, args.legs_band)
     samples = load_samples(Path(args.data))
     print(f"{len(samples)} samples, {sum(len(s['people']) for s in samples)} people", flush=True)
     ph_, pw_ = args.patch_h, args.patch_w
@@ -209,7 +209,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         xb, hb, wb, rb, ob = [], [], [], [], []
         for k in rng.integers(0, len(prepared), args.batch):
             x, (heat, weight, reg, on) = prepared[int(k)]
-            x, heat, weight, reg, on = _patch(rng, x, heat, weight, reg, on, ph_, pw_)
+            x, heat, weight, reg, on = _patch(rng, x, heat, weight, reg, on, ph_, pw_, legs)
             x = _augment(rng, x)
             xb.append(x)
             hb.append(heat)
@@ -232,7 +232,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     export(net, Path(args.out))
 
 
-def _patch(rng, x, heat, weight, reg, on, ph_, pw_):  # type: ignore[no-untyped-def]
+def _patch(rng, x, heat, weight, reg, on, ph_, pw_, legs):  # type: ignore[no-untyped-def]
     """A random patch (cell-aligned), padded with 'nothing here' when the crop is smaller."""
     diff, mask, people = x
     gh, gw = ph_ // STRIDE, pw_ // STRIDE
@@ -243,7 +243,7 @@ def _patch(rng, x, heat, weight, reg, on, ph_, pw_):  # type: ignore[no-untyped-
     cols = slice(j0 * STRIDE, j0 * STRIDE + pw_)
     xs = sample_input(diff[rows, cols], mask[rows, cols])
     X[:, : xs.shape[1], : xs.shape[2]] = xs
-    _vanish_legs(rng, X, people, rows.start, cols.start)
+    _vanish_legs(rng, X, people, rows.start, cols.start, legs)
     H = np.zeros((gh, gw), np.float32)
     Wt = np.zeros((gh, gw), np.float32)
     R = np.zeros((3, gh, gw), np.float32)
@@ -260,15 +260,23 @@ def _patch(rng, x, heat, weight, reg, on, ph_, pw_):  # type: ignore[no-untyped-
             np.ascontiguousarray(R), np.ascontiguousarray(On))
 
 
-def _vanish_legs(rng, X, people, r0, c0) -> None:  # type: ignore[no-untyped-def]
+def _vanish_legs(rng, X, people, r0, c0, legs):  # type: ignore[no-untyped-def]
     """Dark trousers on a dark floor: fade some walkers' legs out of the difference and the mask,
-    so the feet are placed from the body above them and the person's height (real door cameras)."""
+    so the feet are placed from the body above them and the person's height (real door cameras).
+
+    ``legs``: (share of walkers faded, top of the fade in body heights above the feet, share of the
+    faded ones whose shoes stay: legs in front of a dark strip such as a kick plate vanish between
+    a body seen above and feet seen below). The defaults (0.25, 0.55, 0) made the shipped model."""
+    p, top_max, band_p = legs
     for x, y, ph, vis in people:
-        if vis < VISIBLE or rng.random() > LEGS_GONE_P:
+        if vis < VISIBLE or rng.random() > p:
             continue
-        top = int(y - float(rng.uniform(0.3, 0.55)) * ph) - r0
+        top = int(y - float(rng.uniform(0.3, top_max)) * ph) - r0
+        low = y + 0.05 * ph
+        if band_p > 0 and rng.random() >= 1 - band_p:  # no extra draw when off: same patches as before
+            low = y - float(rng.uniform(0.05, 0.2)) * ph
         a, b = int(x - 0.3 * ph) - c0, int(x + 0.3 * ph) - c0
-        rs, cs = slice(max(0, top), max(0, int(y + 0.05 * ph) - r0)), slice(max(0, a), max(0, b))
+        rs, cs = slice(max(0, top), max(0, int(low) - r0)), slice(max(0, a), max(0, b))
         X[:3, rs, cs] *= float(rng.uniform(0.0, 0.35))
         if rng.random() < 0.7:
             X[3, rs, cs] = 0.0
@@ -331,6 +339,12 @@ def main() -> None:
     t.add_argument("--patch-h", type=int, default=96)
     t.add_argument("--patch-w", type=int, default=160)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--seed", type=int, default=0, help="weights and patch draws (0 made the shipped model)")
+    t.add_argument("--legs-gone", type=float, default=0.25, help="share of walkers whose legs are faded")
+    t.add_argument("--legs-top", type=float, default=0.55,
+                   help="the fade starts up to this many body heights above the feet")
+    t.add_argument("--legs-band", type=float, default=0.0,
+                   help="share of the faded walkers whose shoes stay visible (a dark strip behind the legs)")
     args = ap.parse_args()
     {"data": cmd_data, "train": cmd_train}[args.cmd](args)
 
