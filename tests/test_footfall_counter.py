@@ -224,10 +224,13 @@ def test_tracker_established_track_lost_in_empty_space_waits_max_lost_s() -> Non
 
 
 def test_tracker_max_lost_s_does_not_keep_a_hidden_track_or_a_new_one() -> None:
-    # hidden inside someone else's blob: max_missed_s still applies
-    other = _det(104.0, 100.0, w=40.0)
-    alive = _lost_for(Tracker(max_missed_s=0.6, max_lost_s=1.5), 1.2, hidden_by=other)
-    assert 1 not in alive
+    # hidden inside a nearer person's box (feet well below its own, so not a duplicate of it):
+    # max_missed_s still applies
+    nearer = _det(100.0, 140.0, h=60.0, w=30.0)
+    tracker = Tracker(max_missed_s=0.6, max_lost_s=1.5)
+    assert _lost_for(tracker, 0.4, hidden_by=nearer) == [1, 2]
+    assert tracker.tracks[0].hidden
+    assert _lost_for(Tracker(max_missed_s=0.6, max_lost_s=1.5), 1.2, hidden_by=nearer) == [2]
     # a track with a few hits only (a fragment, noise) is not kept either
     tr = Tracker(max_missed_s=0.6, max_lost_s=1.5)
     for k in range(4):

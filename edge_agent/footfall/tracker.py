@@ -113,13 +113,15 @@ class Tracker:
         self._merge_duplicates(dets, t)
         return self.tracks, ended
 
+    def _lost_in_open(self, tr: Track) -> bool:
+        """An established track whose person vanished where no one else's body explains it (someone
+        who stopped and faded into the background, legs lost on a dark floor): the person is likely
+        still there, so its gate grows and it may wait ``max_lost_s``."""
+        return not tr.hidden and tr.hits >= self.reid_min_hits
+
     def _limit(self, tr: Track) -> float:
-        """How long ``tr`` may go without a detection: longer when it is established and was lost
-        in empty space (a person who stopped and faded into the background, legs that vanish on a
-        dark floor), where no one else's body explains the loss and the person is likely still there."""
-        if not tr.hidden and tr.hits >= self.reid_min_hits:
-            return max(self.max_missed_s, self.max_lost_s)
-        return self.max_missed_s
+        """How long ``tr`` may go without a detection."""
+        return max(self.max_missed_s, self.max_lost_s) if self._lost_in_open(tr) else self.max_missed_s
 
     def _candidates(
         self, preds: list[tuple[float, float]], dets: list[Detection], t: float
@@ -130,7 +132,7 @@ class Tracker:
             px, py = preds[ti]
             gate = self.gate
             missed = t - tr.last_seen
-            if missed > 0.05 and not tr.hidden and tr.hits >= self.reid_min_hits:
+            if missed > 0.05 and self._lost_in_open(tr):
                 gate += self.reid_gain * (missed - 0.04)  # a single missed frame (25 fps) is not "lost"
             for di, d in enumerate(dets):
                 scale = max(d.h, tr.h, 1.0)
