@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from device_configs.footfall import FootfallConfig, LineConfig
+from edge_agent.camera.base import Frame
 from edge_agent.footfall.blobs import Detection
-from edge_agent.footfall.counter import MotionCounter
+from edge_agent.footfall.counter import BLOB_GATE, POINTS_GATE, MotionCounter
 from edge_agent.footfall.geometry import Line
 from edge_agent.footfall.lines import finish, step
 from edge_agent.footfall.tracker import Track, Tracker
@@ -247,6 +249,22 @@ def test_reconfigure_changes_how_long_tracks_live() -> None:
     assert (counter._tracker.max_missed_s, counter._tracker.max_lost_s) == (0.9, 2.0)
 
 
+def test_the_tracking_gate_follows_the_finder() -> None:
+    sc = door_scene("single_in", width=W, height=H, seed=0)
+    counter = MotionCounter(config(sc))
+    assert counter._tracker.gate == BLOB_GATE
+    counter.reconfigure(config(sc).model_copy(update={"finder": "points"}))
+    assert counter._tracker.gate == POINTS_GATE < BLOB_GATE
+    # a track keeps its person only within the gate: a detection 0.7 person heights off is someone else
+    for gate, same in ((BLOB_GATE, True), (POINTS_GATE, False)):
+        tr = Tracker(gate=gate)
+        for k in range(3):
+            tr.update([_det(100.0, 100.0)], k * 0.04)
+        first = tr.tracks[0].id
+        alive, _ = tr.update([_det(100.0, 128.0)], 3 * 0.04)
+        assert (first in [t.id for t in alive if t.last_seen == 3 * 0.04]) is same
+
+
 def test_tracker_merges_two_tracks_that_stay_together_inside_one_body() -> None:
     tr = Tracker()
     for k in range(12):  # one person on the mat, over-split into two parts: two established tracks
@@ -279,3 +297,63 @@ def test_merged_duplicate_does_not_count_the_same_crossing_twice() -> None:
         assert step(main, line, band=5, commit=20) == 0
     Tracker._absorb(main, dup)  # the established one stays ...
     assert finish(main, line) == 0  # ... and does not count the crossing a second time
+
+
+def test_tracker_track_that_walks_out_of_view_ends_at_the_edge() -> None:
+    def walk_left(tracker: Tracker, x_last: float) -> Track:
+        for k in range(15):  # walking left 2 px per frame (1.25 person heights per second)
+            tracker.update([_det(x_last + 2 * (14 - k), 100.0)], k * 0.04)
+        (track,) = tracker.tracks
+        return track
+
+    edge = Tracker()
+    edge.bounds = (0.0, 0.0, 200.0, 200.0)
+    gone = walk_left(edge, 4.0)  # last seen 4 px from the zone's left edge
+    alive, ended = edge.update([], 15 * 0.04)
+    assert (alive, [t.id for t in ended]) == ([], [gone.id])  # it left: it ends at once
+    alive, _ = edge.update([_det(4.0, 100.0)], 16 * 0.04)  # someone steps in right there
+    assert [t.id for t in alive] != [gone.id]
+    # in the middle of the zone the same track waits for its person
+    inside = Tracker()
+    inside.bounds = (0.0, 0.0, 200.0, 200.0)
+    kept = walk_left(inside, 100.0)
+    assert [t.id for t in inside.update([], 15 * 0.04)[0]] == [kept.id]
+    # so does one that stands at the edge (its detection flickers)
+    still = Tracker()
+    still.bounds = (0.0, 0.0, 200.0, 200.0)
+    for k in range(15):
+        still.update([_det(4.0, 100.0)], k * 0.04)
+    assert len(still.update([], 15 * 0.04)[0]) == 1
+
+
+class _Script:
+    """A person detector that returns scripted detections, one list per frame."""
+
+    def __init__(self, frames: list[list[Detection]]) -> None:
+        self.frames = frames
+        self.k = 0
+
+    def detect(self, image: object) -> list[Detection]:
+        self.k += 1
+        return self.frames[self.k - 1] if self.k <= len(self.frames) else []
+
+
+def test_a_person_leaving_view_keeps_their_crossing_when_someone_enters_behind_them() -> None:
+    # The zone ends 15 px below the door line (y = 90 of 180), closer than the commit distance
+    # (25 px): someone who walks out over the line leaves view with the crossing still pending.
+    # Right behind them another person walks in from that edge. One out, one in.
+    door = LineConfig(id="door", x1=0.0, y1=0.5, x2=1.0, y2=0.5, in_direction="up")
+    zone = [(0.0, 0.1), (1.0, 0.1), (1.0, 105 / 180), (0.0, 105 / 180)]
+    cfg = FootfallConfig(camera="cam", lines=[door], zone=zone, person_height=50 / 180,
+                         detector={"kind": "none", "every_n_frames": 1})
+    out = [[_det(160.0, y, h=50.0, w=20.0)] for y in range(40, 105, 2)]  # down to y = 104
+    inward = [[_det(160.0, y, h=50.0, w=20.0)] for y in range(104, 24, -2)]  # up from y = 104
+    script = _Script(out + [[]] + inward + [[]] * 30)
+    counter = MotionCounter(cfg, detector=script)
+    crossings = []
+    blank = np.full((180, 320, 3), 128, np.uint8)
+    for k in range(len(script.frames)):
+        crossings += counter.process(Frame(blank, k * 0.04, k))
+    crossings += counter.flush()
+    assert counter._crop[3] < 90 + 25  # the zone ends before the crossing is final
+    assert sorted(c.direction for c in crossings) == ["in", "out"]

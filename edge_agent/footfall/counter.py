@@ -52,6 +52,18 @@ def _make_points(cfg: FootfallConfig) -> FeetPointFinder | None:
     return FeetPointFinder(cfg.points_model, threshold=cfg.points_threshold, aspect=cfg.person_aspect)
 
 
+# How far (person heights) a track's predicted feet and a detection may be apart to be one person.
+# Motion blobs need a wide gate: a blob's bottom jumps when people merge, split or fade into the
+# floor. The feet-point network places each person's feet to a tenth of their height, so a tighter
+# gate keeps a track from jumping to someone passing close by (measured: docs/footfall.md, session 15).
+BLOB_GATE = 0.8
+POINTS_GATE = 0.65
+
+
+def _gate(cfg: FootfallConfig) -> float:
+    return POINTS_GATE if cfg.finder == "points" else BLOB_GATE
+
+
 class MotionCounter:
     """Background subtraction + person splitting + tracking + net line crossings."""
 
@@ -63,7 +75,7 @@ class MotionCounter:
             noise_factor=cfg.noise_factor, relearn_fraction=cfg.relearn_fraction,
             saturation_level=cfg.saturation_level,
         )
-        self._tracker = Tracker(max_missed_s=cfg.max_missed_s, max_lost_s=cfg.max_lost_s)
+        self._tracker = Tracker(gate=_gate(cfg), max_missed_s=cfg.max_missed_s, max_lost_s=cfg.max_lost_s)
         self._points = _make_points(cfg)
         self._shape: tuple[int, int] | None = None  # working (w, h)
         self._frames = 0
@@ -85,6 +97,7 @@ class MotionCounter:
         self.cfg = cfg
         self._bg.saturation_level = cfg.saturation_level
         self._tracker.max_missed_s, self._tracker.max_lost_s = cfg.max_missed_s, cfg.max_lost_s
+        self._tracker.gate = _gate(cfg)
         if cfg.work_width != old.work_width:
             self._shape = None
             self._bg.reset()
@@ -120,6 +133,7 @@ class MotionCounter:
         # Work on the zone's bounding box only: most of a door camera's frame is irrelevant.
         self._crop = (int(xs_nz.min()), int(ys_nz.min()), int(xs_nz.max()) + 1, int(ys_nz.max()) + 1)
         x0, y0, x1, y1 = self._crop
+        self._tracker.bounds = (float(x0), float(y0), float(x1), float(y1))
         self._zone = np.ascontiguousarray(zone[y0:y1, x0:x1])
         if self.cfg.flux:
             self._flux = {

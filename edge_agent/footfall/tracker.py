@@ -77,6 +77,10 @@ class Tracker:
         self.reid_gain = reid_gain  # person heights per second of coasting in empty space
         self.reid_min_hits = reid_min_hits
         self.tracks: list[Track] = []
+        # The zone's box (x0, y0, x1, y1) in the detections' pixels: a person leaves view there.
+        self.bounds: tuple[float, float, float, float] | None = None
+        self.edge_margin = 0.15  # person heights from the box's edge ...
+        self.edge_speed = 0.2  # ... moving outward faster than this (person heights per second)
         self._next = 1
         self.dup_dist = 0.2  # two anchors whose feet rows are this close (in person heights) ...
         self.dup_s = 0.3  # ... inside one person's box for this long are one person
@@ -100,8 +104,9 @@ class Tracker:
         alive: list[Track] = []
         for ti, tr in enumerate(self.tracks):
             if ti not in used_t:
+                leaving = self._leaving(tr)
                 self._coast(tr, preds[ti], dets, t)
-                if t - tr.last_seen > self._limit(tr):
+                if leaving or t - tr.last_seen > self._limit(tr):
                     ended.append(tr)
                     continue
             alive.append(tr)
@@ -112,6 +117,23 @@ class Tracker:
         self.tracks = alive
         self._merge_duplicates(dets, t)
         return self.tracks, ended
+
+    def _leaving(self, tr: Track) -> bool:
+        """Did ``tr``'s person just walk out of view? Its anchor was within ``edge_margin`` person
+        heights of the zone's edge, moving outward at a walking pace, when its detection stopped.
+
+        Such a track must not wait for its person: whoever steps in at that edge next (a common
+        sight at a busy door or the side of a street) would take it over and walk it back over the
+        line, cancelling both crossings. It ends at once, so its pending crossing counts.
+        """
+        if self.bounds is None:
+            return False
+        m, v = self.edge_margin * tr.h, self.edge_speed * tr.h
+        x0, y0, x1, y1 = self.bounds
+        return (
+            (tr.x - x0 < m and tr.vx < -v) or (x1 - tr.x < m and tr.vx > v)
+            or (tr.y - y0 < m and tr.vy < -v) or (y1 - tr.y < m and tr.vy > v)
+        )
 
     def _lost_in_open(self, tr: Track) -> bool:
         """An established track whose person vanished where no one else's body explains it (someone
