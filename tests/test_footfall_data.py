@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.sim.footfall_scene import SceneCamera
 from edge_agent.sim.oxford import load_boxes, oxford_scene
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -36,3 +37,14 @@ def test_oxford_replay_truth_on_first_clip(top: Path) -> None:
     sc = oxford_scene(load_boxes(top), 0, 126, width=1920, line_y=700)
     sc.warmup_s = 0.0
     assert sc.truth() == (0, 2)
+
+
+@pytest.mark.data
+def test_oxford_replay_shows_nobody_before_the_clip(top: Path) -> None:
+    # Frames 750.. start in a crowd: the warm-up second before them is empty, as the truth (which
+    # starts after it) assumes; a person walking over the line in it would be a crossing no truth has.
+    sc = oxford_scene(load_boxes(top), 750, 900, width=640)
+    cam = SceneCamera(sc)
+    warmup = [k / sc.fps for k in range(round(sc.warmup_s * sc.fps))]
+    assert [p for t in warmup for p in cam.people(t)] == []
+    assert len(cam.people(sc.warmup_s)) >= 10  # the crowd is there from the clip's first frame

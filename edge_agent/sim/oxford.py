@@ -94,7 +94,9 @@ def oxford_scene(
         look = Look.random(rng)
         # Real boxes already include each person's size; the silhouette fills its box.
         look = Look(look.shirt, look.trousers, look.skin, 1.0, look.girth, look.stride_hz)
-        walkers.append(Walker(_path(frames, first, scale), look, _height(frames, first, scale)))
+        # Only the clip's own frames: the warm-up before it stays empty (the camera has learned its
+        # background), and nobody crosses the line in frames the truth does not cover.
+        walkers.append(Walker(_path(inside, first, scale), look, _height(inside, first, scale)))
         for b in inside.values():
             heights.append((b[3] * scale, (b[3] - b[1]) * scale))
     # Person height versus feet row, fitted on the labelled boxes (the renderer's perspective).
