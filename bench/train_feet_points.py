@@ -6,8 +6,11 @@ feet are there, the sub-cell offset of the feet and the log of the person's heig
 merged blob, one by one. It is trained on what
 the simulator knows exactly (every walker's feet and height at every frame), rendered with seeds the
 benchmarks never use: the scripted door scenes (seeds 100+) and synthetic street crowds
-(``edge_agent/sim/crowd.py``). The Oxford Town Centre trajectories and CAVIAR are never seen, so they
-stay held-out tests. Training needs PyTorch (a development tool, not a runtime dependency):
+(``edge_agent/sim/crowd.py``), and optionally door scenes whose threshold is a dark strip walked by
+people in dark trousers (``--sill-seeds``: legs that vanish between a body seen above the strip and
+feet seen below it, as in front of a real shop's kick plate). The Oxford Town Centre trajectories
+and CAVIAR are never seen, so they stay held-out tests. Training needs PyTorch (a development tool,
+not a runtime dependency):
 
     .venv/bin/pip install torch==2.13.0
     .venv/bin/python bench/train_feet_points.py data /tmp/fpdata --door-seeds 100:112 --crowds 100:160
@@ -20,6 +23,7 @@ the network sees the masks it will see at run time: ghosts, shadows, light steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import pickle
 import sys
@@ -115,6 +119,13 @@ def cmd_data(args: argparse.Namespace) -> None:
             for hard in (False, True):
                 scene = door_scene(sc, seed=seed, perturb=HARD if hard else Perturb())
                 jobs.append((f"door_{sc}_{'hard' if hard else 'clean'}_s{seed}", scene))
+    if args.sill_seeds:
+        a, b = (int(v) for v in args.sill_seeds.split(":"))
+        for seed in range(a, b):
+            for sc in SCENARIOS:
+                for hard in (False, True):
+                    scene = sill_door_scene(sc, seed=seed, perturb=HARD if hard else Perturb())
+                    jobs.append((f"sill_{sc}_{'hard' if hard else 'clean'}_s{seed}", scene))
     a, b = (int(v) for v in args.crowds.split(":"))
     jobs += [(f"crowd_s{seed}", street_crowd_scene(seed=seed)) for seed in range(a, b)]
     if args.shard is not None:
@@ -129,6 +140,30 @@ def cmd_data(args: argparse.Namespace) -> None:
         with path.open("wb") as f:
             pickle.dump(samples, f, protocol=pickle.HIGHEST_PROTOCOL)
         print(f"{i + 1}/{len(jobs)} {name}: {len(samples)} samples ({time.time() - t0:.0f} s)", flush=True)
+
+
+def sill_door_scene(scenario: str, *, seed: int, perturb: Perturb) -> Scene:
+    """A door scene whose threshold is a dark strip (a sill or the shop front's kick plate) on a
+    floor of any brightness, walked by people who mostly wear dark trousers: legs that vanish in
+    front of the strip between a body seen above it and shoes seen below it, as at real shop doors.
+    """
+    rng = np.random.default_rng(10_000 + seed)
+    scene = door_scene(scenario, seed=seed, perturb=perturb)
+    img = scene.background.astype(np.float32)  # type: ignore[union-attr]
+    H, ly = scene.height, int(scene.line[1])
+    img[ly:] *= float(rng.uniform(0.4, 1.5))  # the floor: dark stone to bright tiles
+    top = ly - int(rng.uniform(0.0, 0.06) * H)
+    bottom = ly + int(rng.uniform(0.01, 0.06) * H)
+    v = float(rng.uniform(12, 60))
+    img[top:bottom] = np.array([v, v * float(rng.uniform(0.9, 1.1)), v * float(rng.uniform(0.9, 1.2))])
+    img[top:bottom] += rng.normal(0, 2.5, img[top:bottom].shape)
+    scene.background = np.clip(img, 0, 255).astype(np.uint8)
+    for w in scene.walkers:
+        if rng.random() < 0.6:
+            d = int(rng.integers(10, 60))
+            dark = (d, d + int(rng.integers(-5, 6)), d + int(rng.integers(0, 10)))
+            w.look = dataclasses.replace(w.look, trousers=dark)
+    return scene
 
 
 # --- the network ---------------------------------------------------------------------------------
@@ -328,6 +363,7 @@ def main() -> None:
     d.add_argument("out")
     d.add_argument("--door-seeds", default="100:112", help="first:last seed (last excluded) of door scenes")
     d.add_argument("--crowds", default="100:160", help="first:last seed of street crowd scenes")
+    d.add_argument("--sill-seeds", default="", help="first:last seed of door scenes on a dark sill")
     d.add_argument("--every", type=int, default=3, help="keep every n-th frame")
     d.add_argument("--shard", help="k/n: only every n-th scene from the k-th (run n processes)")
     t = sub.add_parser("train", help="train on a data folder and export ONNX")

@@ -139,3 +139,19 @@ def test_switching_the_finder_live_takes_effect_without_losing_the_background() 
     assert [sum(c.direction == d for c in crossings) for d in ("in", "out")] == [0, 2]
     counter.reconfigure(counter.cfg.model_copy(update={"finder": "blobs"}))
     assert counter._points is None
+
+
+def test_training_door_scenes_on_a_dark_sill_keep_the_truth_of_their_door_scene() -> None:
+    from tests.test_footfall_events import _bench
+
+    train = _bench("train_feet_points")
+    plain = door_scene("busy", seed=200)
+    sill = train.sill_door_scene("busy", seed=200, perturb=plain.perturb)
+    assert sill.truth() == plain.truth() and sill.truth_events() == plain.truth_events()
+    ly = int(sill.line[1])
+    assert sill.background is not None and plain.background is not None
+    assert sill.background[ly].mean() < 70 < plain.background[ly].mean()  # a dark strip on the line
+    # some walkers change into dark trousers; nothing else about anyone changes
+    changed = [(a.look, b.look) for a, b in zip(sill.walkers, plain.walkers, strict=True) if a.look != b.look]
+    assert len(changed) >= 3
+    assert all(max(a.trousers) < 70 and a.shirt == b.shirt and a.scale == b.scale for a, b in changed)
