@@ -249,12 +249,13 @@ def test_reconfigure_changes_how_long_tracks_live() -> None:
     assert (counter._tracker.max_missed_s, counter._tracker.max_lost_s) == (0.9, 2.0)
 
 
-def test_the_tracking_gate_follows_the_finder() -> None:
+def test_the_tracking_gate_and_edge_exit_follow_the_finder() -> None:
     sc = door_scene("single_in", width=W, height=H, seed=0)
     counter = MotionCounter(config(sc))
-    assert counter._tracker.gate == BLOB_GATE
+    assert (counter._tracker.gate, counter._tracker.exit_at_edges) == (BLOB_GATE, False)
     counter.reconfigure(config(sc).model_copy(update={"finder": "points"}))
-    assert counter._tracker.gate == POINTS_GATE < BLOB_GATE
+    assert (counter._tracker.gate, counter._tracker.exit_at_edges) == (POINTS_GATE, True)
+    assert POINTS_GATE < BLOB_GATE
     # a track keeps its person only within the gate: a detection 0.7 person heights off is someone else
     for gate, same in ((BLOB_GATE, True), (POINTS_GATE, False)):
         tr = Tracker(gate=gate)
@@ -299,31 +300,40 @@ def test_merged_duplicate_does_not_count_the_same_crossing_twice() -> None:
     assert finish(main, line) == 0  # ... and does not count the crossing a second time
 
 
-def test_tracker_track_that_walks_out_of_view_ends_at_the_edge() -> None:
-    def walk_left(tracker: Tracker, x_last: float) -> Track:
-        for k in range(15):  # walking left 2 px per frame (1.25 person heights per second)
-            tracker.update([_det(x_last + 2 * (14 - k), 100.0)], k * 0.04)
-        (track,) = tracker.tracks
-        return track
+def _bounded(exit_at_edges: bool = True) -> Tracker:
+    tracker = Tracker()
+    tracker.exit_at_edges = exit_at_edges
+    tracker.bounds = (0.0, 0.0, 200.0, 200.0)
+    return tracker
 
-    edge = Tracker()
-    edge.bounds = (0.0, 0.0, 200.0, 200.0)
-    gone = walk_left(edge, 4.0)  # last seen 4 px from the zone's left edge
+
+def _walk_left(tracker: Tracker, x_last: float) -> Track:
+    for k in range(15):  # walking left 2 px per frame (1.25 person heights per second)
+        tracker.update([_det(x_last + 2 * (14 - k), 100.0)], k * 0.04)
+    (track,) = tracker.tracks
+    return track
+
+
+def test_tracker_track_that_walks_out_of_view_ends_at_the_edge() -> None:
+    edge = _bounded()
+    gone = _walk_left(edge, 4.0)  # last seen 4 px from the zone's left edge
     alive, ended = edge.update([], 15 * 0.04)
     assert (alive, [t.id for t in ended]) == ([], [gone.id])  # it left: it ends at once
     alive, _ = edge.update([_det(4.0, 100.0)], 16 * 0.04)  # someone steps in right there
     assert [t.id for t in alive] != [gone.id]
     # in the middle of the zone the same track waits for its person
-    inside = Tracker()
-    inside.bounds = (0.0, 0.0, 200.0, 200.0)
-    kept = walk_left(inside, 100.0)
+    inside = _bounded()
+    kept = _walk_left(inside, 100.0)
     assert [t.id for t in inside.update([], 15 * 0.04)[0]] == [kept.id]
     # so does one that stands at the edge (its detection flickers)
-    still = Tracker()
-    still.bounds = (0.0, 0.0, 200.0, 200.0)
+    still = _bounded()
     for k in range(15):
         still.update([_det(4.0, 100.0)], k * 0.04)
     assert len(still.update([], 15 * 0.04)[0]) == 1
+    # and, with the edge exit off (the blob split), one that walked out
+    off = _bounded(exit_at_edges=False)
+    kept = _walk_left(off, 4.0)
+    assert [t.id for t in off.update([], 15 * 0.04)[0]] == [kept.id]
 
 
 class _Script:
@@ -344,7 +354,7 @@ def test_a_person_leaving_view_keeps_their_crossing_when_someone_enters_behind_t
     # Right behind them another person walks in from that edge. One out, one in.
     door = LineConfig(id="door", x1=0.0, y1=0.5, x2=1.0, y2=0.5, in_direction="up")
     zone = [(0.0, 0.1), (1.0, 0.1), (1.0, 105 / 180), (0.0, 105 / 180)]
-    cfg = FootfallConfig(camera="cam", lines=[door], zone=zone, person_height=50 / 180,
+    cfg = FootfallConfig(camera="cam", lines=[door], zone=zone, person_height=50 / 180, finder="points",
                          detector={"kind": "none", "every_n_frames": 1})
     out = [[_det(160.0, y, h=50.0, w=20.0)] for y in range(40, 105, 2)]  # down to y = 104
     inward = [[_det(160.0, y, h=50.0, w=20.0)] for y in range(104, 24, -2)]  # up from y = 104

@@ -55,13 +55,17 @@ def _make_points(cfg: FootfallConfig) -> FeetPointFinder | None:
 # How far (person heights) a track's predicted feet and a detection may be apart to be one person.
 # Motion blobs need a wide gate: a blob's bottom jumps when people merge, split or fade into the
 # floor. The feet-point network places each person's feet to a tenth of their height, so a tighter
-# gate keeps a track from jumping to someone passing close by (measured: docs/footfall.md, session 15).
+# gate keeps a track from jumping to someone passing close by. With one detection per person, a
+# track whose person walked out of the zone also ends there (Tracker.exit_at_edges). Both measured
+# in docs/footfall.md, session 15; the edge exit gave the blob split no fewer matched errors and
+# more total ones, so blob tracks keep waiting at the edges.
 BLOB_GATE = 0.8
 POINTS_GATE = 0.65
 
 
-def _gate(cfg: FootfallConfig) -> float:
-    return POINTS_GATE if cfg.finder == "points" else BLOB_GATE
+def _tracking(cfg: FootfallConfig) -> tuple[float, bool]:
+    """(gate, exit_at_edges) for the finder in ``cfg``."""
+    return (POINTS_GATE, True) if cfg.finder == "points" else (BLOB_GATE, False)
 
 
 class MotionCounter:
@@ -75,7 +79,8 @@ class MotionCounter:
             noise_factor=cfg.noise_factor, relearn_fraction=cfg.relearn_fraction,
             saturation_level=cfg.saturation_level,
         )
-        self._tracker = Tracker(gate=_gate(cfg), max_missed_s=cfg.max_missed_s, max_lost_s=cfg.max_lost_s)
+        self._tracker = Tracker(max_missed_s=cfg.max_missed_s, max_lost_s=cfg.max_lost_s)
+        self._tracker.gate, self._tracker.exit_at_edges = _tracking(cfg)
         self._points = _make_points(cfg)
         self._shape: tuple[int, int] | None = None  # working (w, h)
         self._frames = 0
@@ -97,7 +102,7 @@ class MotionCounter:
         self.cfg = cfg
         self._bg.saturation_level = cfg.saturation_level
         self._tracker.max_missed_s, self._tracker.max_lost_s = cfg.max_missed_s, cfg.max_lost_s
-        self._tracker.gate = _gate(cfg)
+        self._tracker.gate, self._tracker.exit_at_edges = _tracking(cfg)
         if cfg.work_width != old.work_width:
             self._shape = None
             self._bg.reset()

@@ -79,6 +79,7 @@ class Tracker:
         self.tracks: list[Track] = []
         # The zone's box (x0, y0, x1, y1) in the detections' pixels: a person leaves view there.
         self.bounds: tuple[float, float, float, float] | None = None
+        self.exit_at_edges = False  # end a track whose person walked out of ``bounds`` (_leaving)
         self.edge_margin = 0.15  # person heights from the box's edge ...
         self.edge_speed = 0.2  # ... moving outward faster than this (person heights per second)
         self._next = 1
@@ -126,7 +127,7 @@ class Tracker:
         sight at a busy door or the side of a street) would take it over and walk it back over the
         line, cancelling both crossings. It ends at once, so its pending crossing counts.
         """
-        if self.bounds is None:
+        if self.bounds is None or not self.exit_at_edges:
             return False
         m, v = self.edge_margin * tr.h, self.edge_speed * tr.h
         x0, y0, x1, y1 = self.bounds
