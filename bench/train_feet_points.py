@@ -28,6 +28,7 @@ import math
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -112,20 +113,9 @@ def scene_samples(scene: Scene, every: int, skip_s: float = 2.0) -> list[dict]:
 def cmd_data(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    a, b = (int(v) for v in args.door_seeds.split(":"))
-    jobs: list[tuple[str, Scene]] = []
-    for seed in range(a, b):
-        for sc in SCENARIOS:
-            for hard in (False, True):
-                scene = door_scene(sc, seed=seed, perturb=HARD if hard else Perturb())
-                jobs.append((f"door_{sc}_{'hard' if hard else 'clean'}_s{seed}", scene))
+    jobs = _door_jobs("door", door_scene, args.door_seeds)
     if args.sill_seeds:
-        a, b = (int(v) for v in args.sill_seeds.split(":"))
-        for seed in range(a, b):
-            for sc in SCENARIOS:
-                for hard in (False, True):
-                    scene = sill_door_scene(sc, seed=seed, perturb=HARD if hard else Perturb())
-                    jobs.append((f"sill_{sc}_{'hard' if hard else 'clean'}_s{seed}", scene))
+        jobs += _door_jobs("sill", sill_door_scene, args.sill_seeds)
     a, b = (int(v) for v in args.crowds.split(":"))
     jobs += [(f"crowd_s{seed}", street_crowd_scene(seed=seed)) for seed in range(a, b)]
     if args.shard is not None:
@@ -142,10 +132,20 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"{i + 1}/{len(jobs)} {name}: {len(samples)} samples ({time.time() - t0:.0f} s)", flush=True)
 
 
+def _door_jobs(kind: str, make: Callable[..., Scene], seeds: str) -> list[tuple[str, Scene]]:
+    """Every scripted scenario, clean and HARD, for each seed of ``first:last``."""
+    a, b = (int(v) for v in seeds.split(":"))
+    return [
+        (f"{kind}_{sc}_{'hard' if hard else 'clean'}_s{seed}",
+         make(sc, seed=seed, perturb=HARD if hard else Perturb()))
+        for seed in range(a, b) for sc in SCENARIOS for hard in (False, True)
+    ]
+
+
 def sill_door_scene(scenario: str, *, seed: int, perturb: Perturb) -> Scene:
     """A door scene whose threshold is a dark strip (a sill or the shop front's kick plate) on a
     floor of any brightness, walked by people who mostly wear dark trousers: legs that vanish in
-    front of the strip between a body seen above it and shoes seen below it, as at real shop doors.
+    front of the strip between a body seen above it and feet seen below it, as at real shop doors.
     """
     rng = np.random.default_rng(10_000 + seed)
     scene = door_scene(scenario, seed=seed, perturb=perturb)
