@@ -12,7 +12,9 @@ off: such a track waits where it was last seen (extrapolating a fading blob's ve
 away: its bottom rises as the legs vanish), and its gate grows with the time since it was last
 seen (its position is less and less certain), so the person gets their old track back, with its
 side of the line, instead of a new one born on the wrong side. Only established tracks
-(``reid_min_hits``) are re-acquired that way, not fragments.
+(``reid_min_hits``) are re-acquired that way, not fragments. With a finder that gives one
+detection per person (``exit_at_edges``), a track lost while walking out over the zone's edge does
+not wait: its person has left, and whoever enters there next must get a track of their own.
 
 One person can end up with two tracks (a blob over-split while the size model is still at its
 prior, a fragment at a light step). Two tracks whose feet rows stay within 0.2 person heights inside
