@@ -15,6 +15,7 @@ from edge_agent.footfall.points import HEIGHT_UNIT, SHIPPED_MODEL, STRIDE, FeetP
 from edge_agent.sim.crowd import street_crowd_scene
 from edge_agent.sim.footfall_scene import SceneCamera, door_scene
 from tests.test_footfall_counter import H, W, config, count
+from tests.test_footfall_events import _bench
 
 LOW = -6.0  # logit of a score near 0
 
@@ -142,8 +143,6 @@ def test_switching_the_finder_live_takes_effect_without_losing_the_background() 
 
 
 def test_training_door_scenes_on_a_dark_sill_keep_the_truth_of_their_door_scene() -> None:
-    from tests.test_footfall_events import _bench
-
     train = _bench("train_feet_points")
     plain = door_scene("busy", seed=200)
     sill = train.sill_door_scene("busy", seed=200, perturb=plain.perturb)

@@ -63,9 +63,12 @@ BLOB_GATE = 0.8
 POINTS_GATE = 0.65
 
 
-def _tracking(cfg: FootfallConfig) -> tuple[float, bool]:
-    """(gate, exit_at_edges) for the finder in ``cfg``."""
-    return (POINTS_GATE, True) if cfg.finder == "points" else (BLOB_GATE, False)
+def _tune(tracker: Tracker, cfg: FootfallConfig) -> None:
+    """Apply ``cfg``'s tracking settings (at start and on every live config change)."""
+    tracker.max_missed_s, tracker.max_lost_s = cfg.max_missed_s, cfg.max_lost_s
+    points = cfg.finder == "points"
+    tracker.gate = POINTS_GATE if points else BLOB_GATE
+    tracker.exit_at_edges = points
 
 
 class MotionCounter:
@@ -79,8 +82,8 @@ class MotionCounter:
             noise_factor=cfg.noise_factor, relearn_fraction=cfg.relearn_fraction,
             saturation_level=cfg.saturation_level,
         )
-        self._tracker = Tracker(max_missed_s=cfg.max_missed_s, max_lost_s=cfg.max_lost_s)
-        self._tracker.gate, self._tracker.exit_at_edges = _tracking(cfg)
+        self._tracker = Tracker()
+        _tune(self._tracker, cfg)
         self._points = _make_points(cfg)
         self._shape: tuple[int, int] | None = None  # working (w, h)
         self._frames = 0
@@ -101,8 +104,7 @@ class MotionCounter:
         old = self.cfg
         self.cfg = cfg
         self._bg.saturation_level = cfg.saturation_level
-        self._tracker.max_missed_s, self._tracker.max_lost_s = cfg.max_missed_s, cfg.max_lost_s
-        self._tracker.gate, self._tracker.exit_at_edges = _tracking(cfg)
+        _tune(self._tracker, cfg)
         if cfg.work_width != old.work_width:
             self._shape = None
             self._bg.reset()

@@ -107,7 +107,7 @@ class Tracker:
         alive: list[Track] = []
         for ti, tr in enumerate(self.tracks):
             if ti not in used_t:
-                leaving = self._leaving(tr)
+                leaving = self._leaving(tr)  # before _coast, which stops a track lost in the open
                 self._coast(tr, preds[ti], dets, t)
                 if leaving or t - tr.last_seen > self._limit(tr):
                     ended.append(tr)
