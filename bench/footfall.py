@@ -85,11 +85,11 @@ MATCH_LATE_S = 3.0
 MATCH_H = 0.6
 
 
-def match_events(true: list[list], counted: list[Crossing]) -> tuple[int, int, int]:
-    """(matched, missed, extra): counted crossings paired one to one with true ones, nearest first.
+def pair_events(true: list[list], counted: list[Crossing]) -> list[tuple[int, int]]:
+    """Counted crossings paired one to one with true ones, nearest first: (true index, counted index).
 
-    The per-direction totals let a miss and an extra in one video cancel; this does not. ``true``
-    holds the sidecar's ``events`` rows [t, x, y, h, direction, first_t] (video time and pixels).
+    ``true`` holds the sidecar's ``events`` rows [t, x, y, h, direction, first_t] (video time and
+    pixels).
     """
     pairs = []
     for i, (tt, tx, ty, th, td, *first) in enumerate(true):
@@ -105,11 +105,22 @@ def match_events(true: list[list], counted: list[Crossing]) -> tuple[int, int, i
     pairs.sort()
     used_t: set[int] = set()
     used_c: set[int] = set()
+    out = []
     for _, i, j in pairs:
         if i not in used_t and j not in used_c:
             used_t.add(i)
             used_c.add(j)
-    return len(used_t), len(true) - len(used_t), len(counted) - len(used_c)
+            out.append((i, j))
+    return out
+
+
+def match_events(true: list[list], counted: list[Crossing]) -> tuple[int, int, int]:
+    """(matched, missed, extra) of ``pair_events``.
+
+    The per-direction totals let a miss and an extra in one video cancel; this does not.
+    """
+    m = len(pair_events(true, counted))
+    return m, len(true) - m, len(counted) - m
 
 
 def main() -> None:

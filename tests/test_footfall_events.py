@@ -121,3 +121,30 @@ def test_benchmark_reports_matched_events_of_rendered_scenes(tmp_path: Path) -> 
     assert (tot["event_videos"], tot["event_true"]) == (2, 1)
     assert (tot["event_matched"], tot["event_missed"], tot["event_extra"]) == (1, 0, 0)
     assert "events missed 0 extra 0" in out
+
+
+def test_trace_shows_the_tracks_round_a_missed_crossing_and_an_extra_one(tmp_path: Path) -> None:
+    assert _bench("footfall_trace").unmatched(
+        [[10.0, 100.0, 100.0, 50.0, "in", 10.0], [12.0, 300.0, 100.0, 50.0, "in", 12.0]],
+        [_c("in", 10.2, 105.0), _c("out", 12.5, 290.0)],
+    ) == ([1], [1])
+    sc = door_scene("single_in", width=W, height=H, seed=1)
+    _bench("render_footfall_scenes").write(sc, tmp_path)
+    side_path = tmp_path / "single_in.json"
+    side = json.loads(side_path.read_text())
+    (real,) = side["events"]
+    # The sidecar's one walker is moved 5 s later: the counted crossing matches nobody (an extra)
+    # and the moved walker's crossing is missed.
+    side["events"] = [[real[0] + 5.0, *real[1:5], real[5] + 5.0]]
+    side_path.write_text(json.dumps(side))
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "footfall_trace.py"), str(tmp_path / "single_in.mp4"),
+         "--set", "person_height=0.28"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "1 true crossings, 1 counted, missed 1, extra 1" in out
+    assert f"MISSED in at t={real[0] + 5.0:.2f}" in out
+    extra = [ln for ln in out.splitlines() if ln.startswith("EXTRA in track")]
+    assert len(extra) == 1
+    track = extra[0].split()[3]
+    assert f"  track {track}: " in out and "counted in@" in out
