@@ -249,12 +249,14 @@ def test_reconfigure_changes_how_long_tracks_live() -> None:
     assert (counter._tracker.max_missed_s, counter._tracker.max_lost_s) == (0.9, 2.0)
 
 
-def test_the_tracking_gate_and_edge_exit_follow_the_finder() -> None:
+def test_the_tracking_gate_edge_exit_and_duplicate_merge_follow_the_finder() -> None:
     sc = door_scene("single_in", width=W, height=H, seed=0)
     counter = MotionCounter(config(sc))
     assert (counter._tracker.gate, counter._tracker.exit_at_edges) == (BLOB_GATE, False)
+    assert counter._tracker.merge_duplicates
     counter.reconfigure(config(sc).model_copy(update={"finder": "points"}))
     assert (counter._tracker.gate, counter._tracker.exit_at_edges) == (POINTS_GATE, True)
+    assert not counter._tracker.merge_duplicates
     assert POINTS_GATE < BLOB_GATE
     # a track keeps its person only within the gate: a detection 0.7 person heights off is someone else
     for gate, same in ((BLOB_GATE, True), (POINTS_GATE, False)):
@@ -276,6 +278,17 @@ def test_tracker_merges_two_tracks_that_stay_together_inside_one_body() -> None:
         tr.update([_det(100.0, 120.0, w=24.0)], k * 0.04)
     # one person, one track (the established one), before the other would have ended on its own
     assert [t.id for t in tr.tracks] == [older.id]
+
+
+def test_tracker_without_duplicate_merging_keeps_both_tracks_inside_one_body() -> None:
+    tr = Tracker()
+    tr.merge_duplicates = False  # a finder with one detection per person: two tracks are two people
+    for k in range(12):
+        tr.update([_det(94.0, 120.0, w=12.0), _det(106.0, 120.0, w=12.0)], k * 0.04)
+    ids = sorted(t.id for t in tr.tracks)
+    for k in range(12, 24):  # one of them missed for 0.48 s, inside the other's box
+        tr.update([_det(100.0, 120.0, w=24.0)], k * 0.04)
+    assert sorted(t.id for t in tr.tracks) == ids
 
 
 def test_tracker_keeps_two_people_passing_in_depth_apart() -> None:
@@ -367,3 +380,27 @@ def test_a_person_leaving_view_keeps_their_crossing_when_someone_enters_behind_t
     crossings += counter.flush()
     assert counter._crop[3] < 90 + 25  # the zone ends before the crossing is final
     assert sorted(c.direction for c in crossings) == ["in", "out"]
+
+
+def test_side_by_side_pair_counts_two_when_one_is_missed_for_a_moment_after_the_line() -> None:
+    # Two people walk in shoulder to shoulder (0.5 person heights per second); just past the line
+    # the finder misses one of them for 0.4 s (longer than a duplicate merge waits) while they are
+    # inside each other's box. They were two people all along: two ins.
+    door = LineConfig(id="door", x1=0.0, y1=0.5, x2=1.0, y2=0.5, in_direction="up")
+    cfg = FootfallConfig(camera="cam", lines=[door], person_height=50 / 180, finder="points",
+                         detector={"kind": "none", "every_n_frames": 1})
+    frames = []
+    for y in range(150, 20, -1):  # up from y = 150 to 21; the line is at y = 90
+        a = _det(150.0, y, h=50.0, w=20.0)
+        b = _det(166.0, y, h=50.0, w=20.0)
+        frames.append([a] if 72 <= y <= 81 else [a, b])
+    script = _Script(frames + [[]] * 30)
+    counter = MotionCounter(cfg, detector=script)
+    crossings = []
+    blank = np.full((180, 320, 3), 128, np.uint8)
+    for k in range(len(script.frames)):
+        crossings += counter.process(Frame(blank, k * 0.04, k))
+        if k == len(frames) - 1:
+            assert len(counter.tracks) == 2  # the missed one got their own track back
+    crossings += counter.flush()
+    assert [c.direction for c in crossings] == ["in", "in"]

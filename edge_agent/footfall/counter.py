@@ -56,9 +56,10 @@ def _make_points(cfg: FootfallConfig) -> FeetPointFinder | None:
 # Motion blobs need a wide gate: a blob's bottom jumps when people merge, split or fade into the
 # floor. The feet-point network places each person's feet to a tenth of their height, so a tighter
 # gate keeps a track from jumping to someone passing close by. With one detection per person, a
-# track whose person walked out of the zone also ends there (Tracker.exit_at_edges). Both measured
-# in docs/footfall.md, session 15; the edge exit gave the blob split no fewer matched errors and
-# more total ones, so blob tracks keep waiting at the edges.
+# track whose person walked out of the zone also ends there (Tracker.exit_at_edges), and two tracks
+# in one body are two people, not an over-split one (Tracker.merge_duplicates off). Measured in
+# docs/footfall.md, sessions 15 and 16; the edge exit gave the blob split no fewer matched errors
+# and more total ones, so blob tracks keep waiting at the edges.
 BLOB_GATE = 0.8
 POINTS_GATE = 0.65
 
@@ -69,6 +70,7 @@ def _tune(tracker: Tracker, cfg: FootfallConfig) -> None:
     points = cfg.finder == "points"
     tracker.gate = POINTS_GATE if points else BLOB_GATE
     tracker.exit_at_edges = points
+    tracker.merge_duplicates = not points
 
 
 class MotionCounter:

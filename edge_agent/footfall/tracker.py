@@ -20,7 +20,9 @@ One person can end up with two tracks (a blob over-split while the size model is
 prior, a fragment at a light step). Two tracks whose feet rows stay within 0.2 person heights inside
 one detection's box for 0.3 s, while only one of them has a detection, are merged into the more
 established one; the person's last counted side of each line survives the merge, so neither the
-dropped track nor the survivor counts the same crossing again.
+dropped track nor the survivor counts the same crossing again. A finder that gives one detection per
+person does not over-split, and there the same sight means two people side by side, one of them
+missed for a moment: ``merge_duplicates`` is off for it, so the missed one keeps their track.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Tracker:
         self.exit_at_edges = False  # end a track whose person walked out of ``bounds`` (_leaving)
         self.edge_margin = 0.15  # person heights from the box's edge ...
         self.edge_speed = 0.2  # ... moving outward faster than this (person heights per second)
+        self.merge_duplicates = True  # merge two tracks that stay inside one body (_merge_duplicates)
         self._next = 1
         self.dup_dist = 0.2  # two anchors whose feet rows are this close (in person heights) ...
         self.dup_s = 0.3  # ... inside one person's box for this long are one person
@@ -118,7 +121,8 @@ class Tracker:
                 alive.append(Track(self._next, d.x, d.y, d.h, t, last_seen=t, born=t))
                 self._next += 1
         self.tracks = alive
-        self._merge_duplicates(dets, t)
+        if self.merge_duplicates:
+            self._merge_duplicates(dets, t)
         return self.tracks, ended
 
     def _leaving(self, tr: Track) -> bool:
