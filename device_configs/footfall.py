@@ -104,9 +104,11 @@ class FootfallConfig(StrictModel):
     learn_sizes: bool = Field(
         default=True, description="Learn person size versus image position from the people seen."
     )
-    hysteresis: float = Field(
-        default=0.12, ge=0, le=1,
-        description="Half-width of the dead band around a line, in person heights (stops jitter counts).",
+    hysteresis: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Half-width of the dead band around a line, in person heights (stops jitter counts); "
+        "default: the finder's own, 0.12 for 'blobs' (a blob's bottom jumps as people merge and split) "
+        "and 0.08 for 'points' (the network places feet to about a tenth of a person's height).",
     )
     commit_distance: float = Field(
         default=0.5, ge=0, le=5,

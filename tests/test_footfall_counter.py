@@ -404,3 +404,27 @@ def test_side_by_side_pair_counts_two_when_one_is_missed_for_a_moment_after_the_
             assert len(counter.tracks) == 2  # the missed one got their own track back
     crossings += counter.flush()
     assert [c.direction for c in crossings] == ["in", "in"]
+
+
+def test_the_dead_band_round_the_line_follows_the_finder_unless_set() -> None:
+    # Someone walks up over the line (y = 90) to 10 px past it (0.1 of their 100 px height) and is
+    # lost there in the middle of the zone: their track ends with the crossing pending. That is past
+    # the feet-point finder's dead band (0.08 heights), inside the blob split's (0.12).
+    door = LineConfig(id="door", x1=0.0, y1=0.5, x2=1.0, y2=0.5, in_direction="up")
+    frames = [[_det(160.0, y, h=100.0, w=40.0)] for y in range(150, 79, -1)]  # last at y = 80
+
+    def count(**update: object) -> list[str]:
+        cfg = FootfallConfig(camera="cam", lines=[door], person_height=100 / 180,
+                             detector={"kind": "none", "every_n_frames": 1}).model_copy(update=update)
+        script = _Script(frames + [[]] * 30)
+        counter = MotionCounter(cfg, detector=script)
+        blank = np.full((180, 320, 3), 128, np.uint8)
+        crossings = []
+        for k in range(len(script.frames)):
+            crossings += counter.process(Frame(blank, k * 0.04, k))
+        return [c.direction for c in crossings + counter.flush()]
+
+    assert count(finder="points") == ["in"]
+    assert count(finder="blobs") == []
+    assert count(finder="points", hysteresis=0.12) == []  # a band set in the config is kept
+    assert count(finder="blobs", hysteresis=0.08) == ["in"]
