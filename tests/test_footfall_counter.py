@@ -8,7 +8,7 @@ import pytest
 from device_configs.footfall import FootfallConfig, LineConfig
 from edge_agent.camera.base import Frame
 from edge_agent.footfall.blobs import Detection
-from edge_agent.footfall.counter import BLOB_GATE, POINTS_GATE, MotionCounter
+from edge_agent.footfall.counter import TRACKING, MotionCounter
 from edge_agent.footfall.geometry import Line
 from edge_agent.footfall.lines import finish, step
 from edge_agent.footfall.tracker import Track, Tracker
@@ -249,23 +249,42 @@ def test_reconfigure_changes_how_long_tracks_live() -> None:
     assert (counter._tracker.max_missed_s, counter._tracker.max_lost_s) == (0.9, 2.0)
 
 
-def test_the_tracking_gate_edge_exit_and_duplicate_merge_follow_the_finder() -> None:
+def test_the_tracking_settings_follow_the_finder() -> None:
     sc = door_scene("single_in", width=W, height=H, seed=0)
     counter = MotionCounter(config(sc))
-    assert (counter._tracker.gate, counter._tracker.exit_at_edges) == (BLOB_GATE, False)
-    assert counter._tracker.merge_duplicates
+
+    def settings() -> tuple[float, float, bool, bool]:
+        tr = counter._tracker
+        return tr.gate, tr.reid_gain, tr.exit_at_edges, tr.merge_duplicates
+
+    assert settings() == (0.8, 0.6, False, True)
     counter.reconfigure(config(sc).model_copy(update={"finder": "points"}))
-    assert (counter._tracker.gate, counter._tracker.exit_at_edges) == (POINTS_GATE, True)
-    assert not counter._tracker.merge_duplicates
-    assert POINTS_GATE < BLOB_GATE
+    assert settings() == (0.65, 0.0, True, False)
+    counter.reconfigure(config(sc))
+    assert settings() == (0.8, 0.6, False, True)
     # a track keeps its person only within the gate: a detection 0.7 person heights off is someone else
-    for gate, same in ((BLOB_GATE, True), (POINTS_GATE, False)):
-        tr = Tracker(gate=gate)
+    for finder, same in (("blobs", True), ("points", False)):
+        tr = Tracker(gate=TRACKING[finder].gate)
         for k in range(3):
             tr.update([_det(100.0, 100.0)], k * 0.04)
         first = tr.tracks[0].id
         alive, _ = tr.update([_det(100.0, 128.0)], 3 * 0.04)
         assert (first in [t.id for t in alive if t.last_seen == 3 * 0.04]) is same
+
+
+def test_tracker_without_reid_gain_does_not_reach_for_someone_passing_later() -> None:
+    # An established track loses its person in empty space and waits; 0.4 s later someone walks
+    # past 1.0 person heights away. With the blob split's growing gate (0.6 heights per second) the
+    # waiting track takes them; with a fixed gate (the feet-point finder) they get their own track.
+    for reid_gain, taken in ((0.6, True), (0.0, False)):
+        tr = Tracker(gate=0.8, reid_gain=reid_gain)
+        for k in range(12):
+            tr.update([_det(100.0, 100.0)], k * 0.04)
+        (waiting,) = tr.tracks
+        for k in range(12, 22):
+            tr.update([], k * 0.04)
+        alive, _ = tr.update([_det(100.0, 140.0)], 22 * 0.04)
+        assert (waiting.id in [t.id for t in alive if t.last_seen == 22 * 0.04]) is taken
 
 
 def test_tracker_merges_two_tracks_that_stay_together_inside_one_body() -> None:

@@ -52,28 +52,38 @@ def _make_points(cfg: FootfallConfig) -> FeetPointFinder | None:
     return FeetPointFinder(cfg.points_model, threshold=cfg.points_threshold, aspect=cfg.person_aspect)
 
 
-# How far (person heights) a track's predicted feet and a detection may be apart to be one person.
-# Motion blobs need a wide gate: a blob's bottom jumps when people merge, split or fade into the
-# floor. The feet-point network places each person's feet to a tenth of their height, so a tighter
-# gate keeps a track from jumping to someone passing close by. With one detection per person, a
-# track whose person walked out of the zone also ends there (Tracker.exit_at_edges), and two tracks
-# in one body are two people, not an over-split one (Tracker.merge_duplicates off). Measured in
-# docs/footfall.md, sessions 15 and 16; the edge exit gave the blob split no fewer matched errors
-# and more total ones, so blob tracks keep waiting at the edges.
-BLOB_GATE = 0.8
-POINTS_GATE = 0.65
-# The dead band round a line (person heights) when the config leaves it to the finder: narrower for
-# the network's feet than for a blob's bottom, for the same reason (docs/footfall.md, session 16).
-HYSTERESIS = {"blobs": 0.12, "points": 0.08}
+@dataclass(frozen=True, slots=True)
+class FinderTracking:
+    """How tracks and lines treat what a finder gives (person heights; docs/footfall.md, sessions
+    15 and 16). A blob's bottom jumps when people merge, split or fade into the floor, and a blob may
+    be over-split into two tracks; the feet-point network places each person's feet to about a tenth
+    of their height and gives one detection per person."""
+
+    gate: float  # how far a track's predicted feet and a detection may be apart to be one person
+    reid_gain: float  # how fast the gate of an established track lost in empty space grows (per s)
+    exit_at_edges: bool  # a track whose person walked out of the zone ends there (Tracker._leaving)
+    merge_duplicates: bool  # two tracks inside one body are one over-split person
+    hysteresis: float  # the dead band round a line, when the config leaves it to the finder
+
+
+TRACKING = {
+    # Wide gate, growing while a faded blob's person is waited for; tracks wait at the edges (the
+    # edge exit gave the blob split no fewer matched errors and more total ones, session 15).
+    "blobs": FinderTracking(gate=0.8, reid_gain=0.6, exit_at_edges=False, merge_duplicates=True,
+                            hysteresis=0.12),
+    # A tight, fixed gate: a track does not jump to someone passing close by, nor, while it waits,
+    # to whoever walks past later; two tracks in one body are two people side by side.
+    "points": FinderTracking(gate=0.65, reid_gain=0.0, exit_at_edges=True, merge_duplicates=False,
+                             hysteresis=0.08),
+}
 
 
 def _tune(tracker: Tracker, cfg: FootfallConfig) -> None:
     """Apply ``cfg``'s tracking settings (at start and on every live config change)."""
     tracker.max_missed_s, tracker.max_lost_s = cfg.max_missed_s, cfg.max_lost_s
-    points = cfg.finder == "points"
-    tracker.gate = POINTS_GATE if points else BLOB_GATE
-    tracker.exit_at_edges = points
-    tracker.merge_duplicates = not points
+    own = TRACKING[cfg.finder]
+    tracker.gate, tracker.reid_gain = own.gate, own.reid_gain
+    tracker.exit_at_edges, tracker.merge_duplicates = own.exit_at_edges, own.merge_duplicates
 
 
 class MotionCounter:
@@ -300,7 +310,9 @@ class MotionCounter:
 
     def _bands(self, tr: Track) -> tuple[float, float]:
         ph = self._sizes.height(tr.y)
-        band = self.cfg.hysteresis if self.cfg.hysteresis is not None else HYSTERESIS[self.cfg.finder]
+        band = self.cfg.hysteresis
+        if band is None:
+            band = TRACKING[self.cfg.finder].hysteresis
         return band * ph, self.cfg.commit_distance * ph
 
     def _step(self, tr: Track, t: float) -> list[Crossing]:
