@@ -10,8 +10,9 @@ reappears close to where it is predicted. In empty space its blob has faded (a s
 learned into the background, dark trousers on a dark floor) and the person may reappear farther
 off: such a track waits where it was last seen (extrapolating a fading blob's velocity carries it
 away: its bottom rises as the legs vanish), and its gate grows with the time since it was last
-seen (its position is less and less certain), so the person gets their old track back, with its
-side of the line, instead of a new one born on the wrong side. Only established tracks
+seen (its position is less and less certain; ``reid_gain``, zero for a finder whose detections are
+people rather than blobs that fade), so the person gets their old track back, with its side of the
+line, instead of a new one born on the wrong side. Only established tracks
 (``reid_min_hits``) are re-acquired that way, not fragments. With a finder that gives one
 detection per person (``exit_at_edges``), a track lost while walking out over the zone's edge does
 not wait: its person has left, and whoever enters there next must get a track of their own.
