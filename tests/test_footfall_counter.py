@@ -8,7 +8,7 @@ import pytest
 from device_configs.footfall import FootfallConfig, LineConfig
 from edge_agent.camera.base import Frame
 from edge_agent.footfall.blobs import Detection
-from edge_agent.footfall.counter import TRACKING, MotionCounter
+from edge_agent.footfall.counter import TRACKING, Crossing, MotionCounter
 from edge_agent.footfall.geometry import Line
 from edge_agent.footfall.lines import finish, step
 from edge_agent.footfall.tracker import Track, Tracker
@@ -380,6 +380,17 @@ class _Script:
         return self.frames[self.k - 1] if self.k <= len(self.frames) else []
 
 
+def _run_script(cfg: FootfallConfig, frames: list[list[Detection]]) -> tuple[MotionCounter, list[Crossing]]:
+    """Count ``frames`` of scripted detections (on blank 320x180 images), then 30 empty ones."""
+    script = _Script(frames + [[]] * 30)
+    counter = MotionCounter(cfg, detector=script)
+    blank = np.full((180, 320, 3), 128, np.uint8)
+    crossings = []
+    for k in range(len(script.frames)):
+        crossings += counter.process(Frame(blank, k * 0.04, k))
+    return counter, crossings + counter.flush()
+
+
 def test_a_person_leaving_view_keeps_their_crossing_when_someone_enters_behind_them() -> None:
     # The zone ends 15 px below the door line (y = 90 of 180), closer than the commit distance
     # (25 px): someone who walks out over the line leaves view with the crossing still pending.
@@ -390,13 +401,7 @@ def test_a_person_leaving_view_keeps_their_crossing_when_someone_enters_behind_t
                          detector={"kind": "none", "every_n_frames": 1})
     out = [[_det(160.0, y, h=50.0, w=20.0)] for y in range(40, 105, 2)]  # down to y = 104
     inward = [[_det(160.0, y, h=50.0, w=20.0)] for y in range(104, 24, -2)]  # up from y = 104
-    script = _Script(out + [[]] + inward + [[]] * 30)
-    counter = MotionCounter(cfg, detector=script)
-    crossings = []
-    blank = np.full((180, 320, 3), 128, np.uint8)
-    for k in range(len(script.frames)):
-        crossings += counter.process(Frame(blank, k * 0.04, k))
-    crossings += counter.flush()
+    counter, crossings = _run_script(cfg, [*out, [], *inward])
     assert counter._crop[3] < 90 + 25  # the zone ends before the crossing is final
     assert sorted(c.direction for c in crossings) == ["in", "out"]
 
@@ -413,16 +418,9 @@ def test_side_by_side_pair_counts_two_when_one_is_missed_for_a_moment_after_the_
         a = _det(150.0, y, h=50.0, w=20.0)
         b = _det(166.0, y, h=50.0, w=20.0)
         frames.append([a] if 72 <= y <= 81 else [a, b])
-    script = _Script(frames + [[]] * 30)
-    counter = MotionCounter(cfg, detector=script)
-    crossings = []
-    blank = np.full((180, 320, 3), 128, np.uint8)
-    for k in range(len(script.frames)):
-        crossings += counter.process(Frame(blank, k * 0.04, k))
-        if k == len(frames) - 1:
-            assert len(counter.tracks) == 2  # the missed one got their own track back
-    crossings += counter.flush()
+    _, crossings = _run_script(cfg, frames)
     assert [c.direction for c in crossings] == ["in", "in"]
+    assert len({c.track for c in crossings}) == 2  # the missed one got their own track back
 
 
 def test_the_dead_band_round_the_line_follows_the_finder_unless_set() -> None:
@@ -435,13 +433,7 @@ def test_the_dead_band_round_the_line_follows_the_finder_unless_set() -> None:
     def count(**update: object) -> list[str]:
         cfg = FootfallConfig(camera="cam", lines=[door], person_height=100 / 180,
                              detector={"kind": "none", "every_n_frames": 1}).model_copy(update=update)
-        script = _Script(frames + [[]] * 30)
-        counter = MotionCounter(cfg, detector=script)
-        blank = np.full((180, 320, 3), 128, np.uint8)
-        crossings = []
-        for k in range(len(script.frames)):
-            crossings += counter.process(Frame(blank, k * 0.04, k))
-        return [c.direction for c in crossings + counter.flush()]
+        return [c.direction for c in _run_script(cfg, frames)[1]]
 
     assert count(finder="points") == ["in"]
     assert count(finder="blobs") == []
