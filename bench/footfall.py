@@ -25,6 +25,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -52,7 +53,12 @@ def open_video(path: Path, side: dict, overrides: dict) -> tuple[cv2.VideoCaptur
     return cap, fps, MotionCounter(cfg)
 
 
-def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int] | None = None):
+def count_video(
+    path: Path, side: dict, overrides: dict, resize: tuple[int, int] | None = None,
+    after_frame: Callable[[MotionCounter, float], None] | None = None,
+):
+    """Count one video; ``after_frame(counter, t)`` runs after each frame (diagnostics, untimed
+    use only: it runs inside the timed loop)."""
     cap, fps, counter = open_video(path, side, overrides)
     n_in = n_out = 0
     events = []
@@ -67,6 +73,8 @@ def count_video(path: Path, side: dict, overrides: dict, resize: tuple[int, int]
             img = cv2.resize(img, resize, interpolation=cv2.INTER_AREA)
         for c in counter.process(Frame(img, n / fps, n)):
             events.append((n, c))
+        if after_frame is not None:
+            after_frame(counter, n / fps)
         n += 1
     events += [(n, c) for c in counter.flush()]
     elapsed = time.perf_counter() - t0

@@ -23,33 +23,25 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.footfall import MATCH_H, open_video, pair_events
-from edge_agent.camera.base import Frame
-from edge_agent.footfall.counter import Crossing
+from bench.footfall import MATCH_H, count_video, pair_events
+from edge_agent.footfall.counter import Crossing, MotionCounter
 
 # (t, x, y, signed distance in person heights, seen this frame)
 Point = tuple[float, float, float, float, bool]
 
 
 def trace(video: Path, side: dict, overrides: dict) -> tuple[dict[int, list[Point]], list[Crossing]]:
-    cap, fps, counter = open_video(video, side, overrides)
     paths: dict[int, list[Point]] = defaultdict(list)
-    crossings: list[Crossing] = []
-    n = 0
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        t = n / fps
-        crossings += counter.process(Frame(img, t, n))
+
+    def record(counter: MotionCounter, t: float) -> None:
         s = counter._scale
         ln = counter.lines[0]
         for tr in counter.tracks:
             d = ln.signed_distance(tr.x, tr.y) / max(counter._sizes.height(tr.y), 1.0)
             paths[tr.id].append((t, tr.x * s, tr.y * s, d, tr.last_seen >= t))
-        n += 1
-    crossings += counter.flush()
-    return paths, crossings
+
+    *_, events = count_video(video, side, overrides, after_frame=record)
+    return paths, [c for _, c in events]
 
 
 def unmatched(true: list[list], counted: list[Crossing]) -> tuple[list[int], list[int]]:
