@@ -5,7 +5,8 @@ every frame, matches the counted crossings to the sidecar's per-walker ``events`
 missed true crossing, prints the tracks that came within MATCH_H of the walker's body height of
 where they crossed in the seconds round it: their path (time, position, signed distance from the
 line in person heights, whether a detection was matched that frame) and the crossings they counted.
-Each extra counted crossing gets its track's path too.
+Each extra counted crossing gets its track's path too. A sidecar without per-walker events (the CAVIAR
+clips) can be traced with ``--window T0 T1``: every track seen in those seconds is printed.
 
     .venv/bin/python bench/footfall_trace.py /tmp/ffscenes/oxford_0750_1500.mp4 --set 'finder="points"'
 """
@@ -70,13 +71,24 @@ def main() -> None:
     ap.add_argument("video", type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--around", type=float, default=2.0, help="seconds of path shown round each error")
+    ap.add_argument("--window", type=float, nargs=2, metavar=("T0", "T1"),
+                    help="print every track seen between T0 and T1 seconds instead of the errors")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     side = json.loads(args.video.with_suffix(".json").read_text())
-    if "events" not in side:
-        raise SystemExit(f"{args.video.with_suffix('.json')} lists no per-walker events")
+    if "events" not in side and args.window is None:
+        raise SystemExit(f"{args.video.with_suffix('.json')} lists no per-walker events; use --window T0 T1")
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     paths, crossings = trace(args.video, side, overrides)
+    if args.window is not None:
+        t0, t1 = args.window
+        print(f"{args.video.name}: counted " + (", ".join(
+            f"{c.direction}@{c.crossed_t:.2f} (track {c.track})" for c in crossings) or "nothing"))
+        print("(* = no detection that frame; distance from the line in person heights, + = the in side)")
+        for tid, path in sorted(paths.items()):
+            if any(t0 <= t <= t1 for t, *_ in path):
+                show_path(tid, path, crossings, t0, t1)
+        return
     missed, extra = unmatched(side["events"], crossings)
     print(f"{args.video.name}: {len(side['events'])} true crossings, {len(crossings)} counted, "
           f"missed {len(missed)}, extra {len(extra)}")

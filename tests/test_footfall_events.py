@@ -148,3 +148,27 @@ def test_trace_shows_the_tracks_round_a_missed_crossing_and_an_extra_one(tmp_pat
     assert len(extra) == 1
     track = extra[0].split()[3]
     assert f"  track {track}: " in out and "counted in@" in out
+
+
+def test_trace_window_lists_the_tracks_of_a_video_without_per_walker_events(tmp_path: Path) -> None:
+    sc = door_scene("single_in", width=W, height=H, seed=1)
+    _bench("render_footfall_scenes").write(sc, tmp_path)
+    side_path = tmp_path / "single_in.json"
+    side = json.loads(side_path.read_text())
+    (real,) = side["events"]
+    del side["events"]  # as the CAVIAR sidecars: counts only
+    side_path.write_text(json.dumps(side))
+    cmd = [sys.executable, str(REPO / "bench" / "footfall_trace.py"), str(tmp_path / "single_in.mp4"),
+           "--set", "person_height=0.28"]
+    refused = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    assert refused.returncode != 0 and "use --window T0 T1" in refused.stderr
+    t = real[0]
+    out = subprocess.run([*cmd, "--window", str(t - 0.5), str(t + 0.5)],
+                         capture_output=True, text=True, check=True).stdout
+    first = out.splitlines()[0]
+    assert first.startswith("single_in.mp4: counted in@")  # the walker's one crossing, with its track
+    track = first.split("(track ")[1].rstrip(")")
+    assert f"  track {track}: " in out
+    # a window before anyone is in view lists no track
+    empty = subprocess.run([*cmd, "--window", "0", "0.2"], capture_output=True, text=True, check=True).stdout
+    assert "  track " not in empty
