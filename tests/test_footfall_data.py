@@ -48,3 +48,22 @@ def test_oxford_replay_shows_nobody_before_the_clip(top: Path) -> None:
     warmup = [k / sc.fps for k in range(round(sc.warmup_s * sc.fps))]
     assert [p for t in warmup for p in cam.people(t)] == []
     assert len(cam.people(sc.warmup_s)) >= 10  # the crowd is there from the clip's first frame
+
+
+@pytest.mark.data
+def test_real_oxford_line_folder_links_the_clip_with_the_labelled_truth(top: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "oxford_real_lines.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path), "--rows", "650:701:50"], check=True,
+                   capture_output=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "real_y650.json", "real_y650.mp4", "real_y700.json", "real_y700.mp4"]
+    clip = top.parent / "TownCentre_first126frames_1080p.mp4"
+    assert (tmp_path / "real_y700.mp4").resolve() == clip.resolve()
+    side = json.loads((tmp_path / "real_y700.json").read_text())
+    assert (side["line"], side["in"], side["true_in"], side["true_out"]) == ([0, 700, 1920, 700], "up", 0, 2)
+    # the derived file's two crossings of y=700: frames 21 and 87 (25 fps), both down
+    assert [(round(e[0] * 25), e[4]) for e in side["events"]] == [(21, "out"), (87, "out")]
