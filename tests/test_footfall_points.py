@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -154,3 +155,56 @@ def test_training_door_scenes_on_a_dark_sill_keep_the_truth_of_their_door_scene(
     changed = [(a.look, b.look) for a, b in zip(sill.walkers, plain.walkers, strict=True) if a.look != b.look]
     assert len(changed) >= 3
     assert all(max(a.trousers) < 70 and a.shirt == b.shirt and a.scale == b.scale for a, b in changed)
+
+
+class _ScriptedRng:
+    """Stands in for numpy's Generator: ``random`` and ``uniform`` return the scripted values."""
+
+    def __init__(self, randoms: list[float], uniforms: list[float] | None = None) -> None:
+        self.randoms, self.uniforms = list(randoms), list(uniforms or [])
+
+    def random(self) -> float:
+        return self.randoms.pop(0)
+
+    def uniform(self, lo: float, hi: float) -> float:
+        return self.uniforms.pop(0)
+
+
+def test_training_mask_degradation_drops_what_the_difference_shows_weakly() -> None:
+    train = _bench("train_feet_points")
+    x = np.zeros((4, 8, 8), np.float32)
+    x[0, :, :4] = 0.5  # a strong difference (left half) ...
+    x[1, :, 4:] = -0.1  # ... and a weak one (right half), both in the mask
+    x[3] = 1.0
+    kept = x.copy()
+    train._degrade_mask(_ScriptedRng([0.5]), kept, 0.3)  # not drawn for this patch
+    assert np.array_equal(kept, x)
+    level = x.copy()
+    train._degrade_mask(_ScriptedRng([0.1, 0.9], [0.2]), level, 0.3)  # level 0.2
+    assert level[3, :, :4].all() and not level[3, :, 4:].any()
+    assert np.array_equal(level[:3], x[:3])  # the difference itself is untouched
+    gone = x.copy()
+    train._degrade_mask(_ScriptedRng([0.1, 0.1]), gone, 0.3)  # no mask at all
+    assert not gone[3].any() and np.array_equal(gone[:3], x[:3])
+
+
+def test_training_scenes_with_carried_things_keep_their_truth_and_draw_them() -> None:
+    train = _bench("train_feet_points")
+    plain = door_scene("pair_in", seed=201)
+    carried = door_scene("pair_in", seed=201)
+    train.add_carried(carried, 1.0, seed=5)
+    assert carried.truth() == plain.truth() and carried.truth_events() == plain.truth_events()
+    kinds = [w.look.carry[0] for w in carried.walkers if w.look.carry is not None]
+    assert len(kinds) == len(carried.walkers) == 2
+    # nothing else about anyone changes
+    assert all(dataclasses.replace(a.look, carry=None) == b.look
+               for a, b in zip(carried.walkers, plain.walkers, strict=True))
+    a, b = SceneCamera(carried), SceneCamera(plain)
+    a.open()
+    b.open()
+    for _ in range(int(3.0 * plain.fps)):  # both walkers in view
+        fa, fb = a.read(), b.read()
+    assert fa is not None and fb is not None
+    differ = np.abs(fa.image.astype(int) - fb.image.astype(int)).max(axis=2) > 30
+    assert differ.sum() > 100  # the bags or carts are drawn ...
+    assert all(w.look.carry is None for w in door_scene("pair_in", seed=201).walkers)  # ... only when added

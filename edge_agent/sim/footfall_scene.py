@@ -33,6 +33,10 @@ class Look:
     scale: float  # body height relative to the scene's average person at that row
     girth: float  # width/height of the body
     stride_hz: float  # steps per second
+    # Something carried or pushed beside the body, which is not a person: ("bag" | "cart", colour,
+    # side -1 / +1). Never drawn by Look.random (the benchmark renders stay as they were); training
+    # scenes add it (bench/train_feet_points.py --carry).
+    carry: tuple[str, tuple[int, int, int], int] | None = None
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> Look:
@@ -219,6 +223,31 @@ def draw_person(img: U8, x: float, y: float, h: float, *, look: Look, phase: flo
                  (int(x + sgn * w * 0.55 - 0.12 * h * swing * sgn), int(y - 0.45 * h)),
                  look.shirt, arm_t, cv2.LINE_AA)
     cv2.circle(img, (int(x), int(y - 0.9 * h)), max(1, int(0.1 * h)), look.skin, -1, cv2.LINE_AA)
+    if look.carry is not None:
+        _draw_carried(img, x, y, h, w=w, swing=swing, carry=look.carry)
+
+
+def _draw_carried(img: U8, x: float, y: float, h: float, *, w: float, swing: float,
+                  carry: tuple[str, tuple[int, int, int], int]) -> None:
+    """A bag hanging from one hand, or a cart (trolley, pushchair, bicycle) on wheels beside the body."""
+    kind, colour, side = carry
+    if kind == "bag":
+        x0 = x + side * (w / 2 + 0.01 * h) - 0.04 * h * swing * side
+        x1 = x0 + side * 0.2 * h
+        cv2.line(img, (int(x + side * w * 0.5), int(y - 0.5 * h)), (int((x0 + x1) / 2), int(y - 0.42 * h)),
+                 colour, max(1, int(0.02 * h)), cv2.LINE_AA)
+        cv2.rectangle(img, (int(min(x0, x1)), int(y - 0.42 * h)), (int(max(x0, x1)), int(y - 0.2 * h)),
+                      colour, -1, cv2.LINE_AA)
+        return
+    x0 = x + side * (w / 2 + 0.04 * h)
+    x1 = x0 + side * 0.5 * h
+    lo, hi = int(min(x0, x1)), int(max(x0, x1))
+    cv2.rectangle(img, (lo, int(y - 0.5 * h)), (hi, int(y - 0.14 * h)), colour, -1, cv2.LINE_AA)
+    cv2.line(img, (int(x0), int(y - 0.5 * h)), (int(x + side * w * 0.4), int(y - 0.55 * h)),
+             colour, max(1, int(0.03 * h)), cv2.LINE_AA)  # the handle in the walker's hand
+    r = max(1, int(0.07 * h))
+    for wx in (lo + r, hi - r):
+        cv2.circle(img, (wx, int(y - r)), r, (30, 30, 30), -1, cv2.LINE_AA)
 
 
 def door_background(width: int, height: int, line_y: float, seed: int) -> U8:
