@@ -147,8 +147,9 @@ def _door_jobs(kind: str, make: Callable[..., Scene], seeds: str) -> list[tuple[
 
 def add_carried(scene: Scene, share: float, *, seed: int) -> None:
     """Give ``share`` of the scene's walkers a bag or a cart (trolley, pushchair, bicycle) beside
-    them: not a person, so never a feet point, however much it differs from the background (on real
-    streets and at shop doors a network trained without them put a second pair of feet under them)."""
+    them: not a person, so never a feet point, however much it differs from the background (on the
+    real Oxford frames the network trained without them tracked points on a shopping bag and a
+    bicycle as people; docs/footfall.md, session 17)."""
     rng = np.random.default_rng(seed)
     for w in scene.walkers:
         if rng.random() >= share:
