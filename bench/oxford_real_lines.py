@@ -22,27 +22,17 @@ CAVIAR, not as a figure of their own.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.render_footfall_scenes import DATA, write
 from edge_agent.sim.oxford import load_boxes, oxford_scene
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "footfall" / "oxford_towncentre"
 CLIP = "TownCentre_first126frames_1080p.mp4"
 FRAMES = 126
-
-
-def sidecar(boxes: dict, row: int) -> dict:
-    sc = oxford_scene(boxes, 0, FRAMES, width=1920, line_y=float(row))
-    sc.warmup_s = 0.0  # the real clip starts at frame 0: no empty warm-up before it
-    t_in, t_out = sc.truth()
-    events = [[round(e.t, 3), round(e.x, 1), round(e.y, 1), round(e.h, 1), e.direction, round(e.first_t, 3)]
-              for e in sc.truth_events()]
-    return {"line": [0, row, 1920, row], "in": "up", "true_in": t_in, "true_out": t_out, "events": events}
 
 
 def main() -> None:
@@ -58,13 +48,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     a, b, step = (int(v) for v in args.rows.split(":"))
     for row in range(a, b, step):
-        video = args.out / f"real_y{row}.mp4"
+        scene = oxford_scene(boxes, 0, FRAMES, width=1920, line_y=float(row), name=f"real_y{row}")
+        scene.warmup_s = 0.0  # the real clip starts at frame 0: no empty warm-up before it
+        video = args.out / f"{scene.name}.mp4"
         if video.is_symlink() or video.exists():
             video.unlink()
         os.symlink(clip, video)
-        side = sidecar(boxes, row)
-        video.with_suffix(".json").write_text(json.dumps(side))
-        print(f"{video.name}: in {side['true_in']} out {side['true_out']}")
+        write(scene, args.out, video=False)  # the sidecar, as for the rendered scenes
 
 
 if __name__ == "__main__":
