@@ -121,6 +121,9 @@ def cmd_data(args: argparse.Namespace) -> None:
     if args.carry > 0:
         for i, (_, scene) in enumerate(jobs):
             add_carried(scene, args.carry, seed=30_000 + i)
+    if args.neutral > 0:
+        for i, (_, scene) in enumerate(jobs):
+            add_neutral(scene, args.neutral, seed=40_000 + i)
     if args.shard is not None:
         k, n = (int(v) for v in args.shard.split("/"))
         jobs = jobs[k::n]
@@ -157,6 +160,26 @@ def add_carried(scene: Scene, share: float, *, seed: int) -> None:
         kind = "bag" if rng.random() < 0.6 else "cart"
         r, g, b = (int(c) for c in rng.integers(20, 240, 3))
         w.look = dataclasses.replace(w.look, carry=(kind, (r, g, b), 1 if rng.random() < 0.5 else -1))
+
+
+def add_neutral(scene: Scene, share: float, *, seed: int) -> None:
+    """Dress ``share`` of the scene's walkers in neutral colours of any lightness (black, grey,
+    beige, white trousers; half of them a neutral top too). Real clothes are mostly such; the
+    simulator's greys are dark. On a pale floor a mid-grey or pale leg darkens every channel by a
+    similar factor, as a shadow does, and the mask's shadow test drops it: it took CAVIAR's legs for
+    shadows (docs/footfall.md, session 18, where this option was measured and not taken)."""
+    rng = np.random.default_rng(seed)
+
+    def neutral() -> tuple[int, int, int]:
+        v = int(rng.integers(20, 236))
+        b, g, r = (int(np.clip(v + int(t), 0, 255)) for t in rng.integers(-8, 9, 3))
+        return (b, g, r)
+
+    for w in scene.walkers:
+        if rng.random() >= share:
+            continue
+        shirt = neutral() if rng.random() < 0.5 else w.look.shirt
+        w.look = dataclasses.replace(w.look, trousers=neutral(), shirt=shirt)
 
 
 def sill_door_scene(scenario: str, *, seed: int, perturb: Perturb) -> Scene:
@@ -403,6 +426,8 @@ def main() -> None:
     d.add_argument("--sill-seeds", default="", help="first:last seed of door scenes on a dark sill")
     d.add_argument("--carry", type=float, default=0.0,
                    help="share of walkers who carry a bag or push a cart (add_carried)")
+    d.add_argument("--neutral", type=float, default=0.0,
+                   help="share of walkers dressed in neutral colours of any lightness (add_neutral)")
     d.add_argument("--every", type=int, default=3, help="keep every n-th frame")
     d.add_argument("--shard", help="k/n: only every n-th scene from the k-th (run n processes)")
     t = sub.add_parser("train", help="train on a data folder and export ONNX")

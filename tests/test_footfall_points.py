@@ -208,3 +208,21 @@ def test_training_scenes_with_carried_things_keep_their_truth_and_draw_them() ->
     differ = np.abs(fa.image.astype(int) - fb.image.astype(int)).max(axis=2) > 30
     assert differ.sum() > 100  # the bags or carts are drawn ...
     assert all(w.look.carry is None for w in door_scene("pair_in", seed=201).walkers)  # ... only when added
+
+
+def test_training_scenes_with_neutral_clothes_keep_their_truth_and_dress_walkers_in_greys() -> None:
+    train = _bench("train_feet_points")
+    plain = door_scene("group_in", seed=201)
+    dressed = door_scene("group_in", seed=201)
+    train.add_neutral(dressed, 1.0, seed=5)
+    assert dressed.truth() == plain.truth() and dressed.truth_events() == plain.truth_events()
+    for a, b in zip(dressed.walkers, plain.walkers, strict=True):
+        assert max(a.look.trousers) - min(a.look.trousers) <= 16  # a grey of some lightness
+        assert a.look.trousers != b.look.trousers
+        # nothing but the clothes changes
+        assert dataclasses.replace(a.look, shirt=b.look.shirt, trousers=b.look.trousers) == b.look
+    # of any lightness, not only the dark greys (20-90) of Look.random
+    assert max(sum(w.look.trousers) / 3 for w in dressed.walkers) > 100
+    none = door_scene("group_in", seed=201)
+    train.add_neutral(none, 0.0, seed=5)
+    assert [w.look for w in none.walkers] == [w.look for w in plain.walkers]
