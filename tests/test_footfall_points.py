@@ -14,7 +14,7 @@ from device_configs.footfall import FootfallConfig
 from edge_agent.footfall.counter import MotionCounter
 from edge_agent.footfall.points import HEIGHT_UNIT, SHIPPED_MODEL, STRIDE, FeetPointFinder, decode
 from edge_agent.sim.crowd import street_crowd_scene
-from edge_agent.sim.footfall_scene import SceneCamera, door_scene
+from edge_agent.sim.footfall_scene import Scene, SceneCamera, door_scene
 from tests.test_footfall_counter import H, W, config, count
 from tests.test_footfall_events import _bench
 
@@ -188,12 +188,18 @@ def test_training_mask_degradation_drops_what_the_difference_shows_weakly() -> N
     assert not gone[3].any() and np.array_equal(gone[:3], x[:3])
 
 
+def _changed_for_training(scenario: str, change: str) -> tuple[Scene, Scene]:
+    """A door scene as rendered, and the same scene after ``train_feet_points.<change>`` for every
+    walker: the training options change how people look, never the truth."""
+    plain = door_scene(scenario, seed=201)
+    changed = door_scene(scenario, seed=201)
+    getattr(_bench("train_feet_points"), change)(changed, 1.0, seed=5)
+    assert changed.truth() == plain.truth() and changed.truth_events() == plain.truth_events()
+    return plain, changed
+
+
 def test_training_scenes_with_carried_things_keep_their_truth_and_draw_them() -> None:
-    train = _bench("train_feet_points")
-    plain = door_scene("pair_in", seed=201)
-    carried = door_scene("pair_in", seed=201)
-    train.add_carried(carried, 1.0, seed=5)
-    assert carried.truth() == plain.truth() and carried.truth_events() == plain.truth_events()
+    plain, carried = _changed_for_training("pair_in", "add_carried")
     kinds = [w.look.carry[0] for w in carried.walkers if w.look.carry is not None]
     assert len(kinds) == len(carried.walkers) == 2
     # nothing else about anyone changes
@@ -211,11 +217,7 @@ def test_training_scenes_with_carried_things_keep_their_truth_and_draw_them() ->
 
 
 def test_training_scenes_with_neutral_clothes_keep_their_truth_and_dress_walkers_in_greys() -> None:
-    train = _bench("train_feet_points")
-    plain = door_scene("group_in", seed=201)
-    dressed = door_scene("group_in", seed=201)
-    train.add_neutral(dressed, 1.0, seed=5)
-    assert dressed.truth() == plain.truth() and dressed.truth_events() == plain.truth_events()
+    plain, dressed = _changed_for_training("group_in", "add_neutral")
     for a, b in zip(dressed.walkers, plain.walkers, strict=True):
         assert max(a.look.trousers) - min(a.look.trousers) <= 16  # a grey of some lightness
         assert a.look.trousers != b.look.trousers
@@ -224,5 +226,5 @@ def test_training_scenes_with_neutral_clothes_keep_their_truth_and_dress_walkers
     # of any lightness, not only the dark greys (20-90) of Look.random
     assert max(sum(w.look.trousers) / 3 for w in dressed.walkers) > 100
     none = door_scene("group_in", seed=201)
-    train.add_neutral(none, 0.0, seed=5)
+    _bench("train_feet_points").add_neutral(none, 0.0, seed=5)
     assert [w.look for w in none.walkers] == [w.look for w in plain.walkers]
