@@ -118,11 +118,10 @@ def cmd_data(args: argparse.Namespace) -> None:
         jobs += _door_jobs("sill", sill_door_scene, args.sill_seeds)
     a, b = (int(v) for v in args.crowds.split(":"))
     jobs += [(f"crowd_s{seed}", street_crowd_scene(seed=seed)) for seed in range(a, b)]
-    if args.carry > 0:
-        for i, (_, scene) in enumerate(jobs):
+    for i, (_, scene) in enumerate(jobs):
+        if args.carry > 0:
             add_carried(scene, args.carry, seed=30_000 + i)
-    if args.neutral > 0:
-        for i, (_, scene) in enumerate(jobs):
+        if args.neutral > 0:
             add_neutral(scene, args.neutral, seed=40_000 + i)
     if args.shard is not None:
         k, n = (int(v) for v in args.shard.split("/"))
@@ -153,13 +152,13 @@ def add_carried(scene: Scene, share: float, *, seed: int) -> None:
     them: not a person, so never a feet point, however much it differs from the background (on the
     real Oxford frames the network trained without them tracked points on a shopping bag and a
     bicycle as people; docs/footfall.md, session 17)."""
-    rng = np.random.default_rng(seed)
-    for w in scene.walkers:
-        if rng.random() >= share:
-            continue
+
+    def carry(rng: np.random.Generator, look: Look) -> Look:
         kind = "bag" if rng.random() < 0.6 else "cart"
         r, g, b = (int(c) for c in rng.integers(20, 240, 3))
-        w.look = dataclasses.replace(w.look, carry=(kind, (r, g, b), 1 if rng.random() < 0.5 else -1))
+        return dataclasses.replace(look, carry=(kind, (r, g, b), 1 if rng.random() < 0.5 else -1))
+
+    _restyle(scene, np.random.default_rng(seed), share, carry)
 
 
 def add_neutral(scene: Scene, share: float, *, seed: int) -> None:
@@ -168,18 +167,26 @@ def add_neutral(scene: Scene, share: float, *, seed: int) -> None:
     simulator's greys are dark. On a pale floor a mid-grey or pale leg darkens every channel by a
     similar factor, as a shadow does, and the mask's shadow test drops it: it took CAVIAR's legs for
     shadows (docs/footfall.md, session 18, where this option was measured and not taken)."""
-    rng = np.random.default_rng(seed)
 
-    def neutral() -> tuple[int, int, int]:
+    def neutral(rng: np.random.Generator) -> tuple[int, int, int]:
         v = int(rng.integers(20, 236))
         b, g, r = (int(np.clip(v + int(t), 0, 255)) for t in rng.integers(-8, 9, 3))
         return (b, g, r)
 
+    def dress(rng: np.random.Generator, look: Look) -> Look:
+        shirt = neutral(rng) if rng.random() < 0.5 else look.shirt
+        return dataclasses.replace(look, trousers=neutral(rng), shirt=shirt)
+
+    _restyle(scene, np.random.default_rng(seed), share, dress)
+
+
+def _restyle(scene: Scene, rng: np.random.Generator, share: float,
+             change: Callable[[np.random.Generator, Look], Look]) -> None:
+    """Each walker, with probability ``share`` (drawn from ``rng``), gets the look ``change`` makes
+    of theirs (drawing from the same ``rng``)."""
     for w in scene.walkers:
-        if rng.random() >= share:
-            continue
-        shirt = neutral() if rng.random() < 0.5 else w.look.shirt
-        w.look = dataclasses.replace(w.look, trousers=neutral(), shirt=shirt)
+        if rng.random() < share:
+            w.look = change(rng, w.look)
 
 
 def sill_door_scene(scenario: str, *, seed: int, perturb: Perturb) -> Scene:
@@ -198,11 +205,13 @@ def sill_door_scene(scenario: str, *, seed: int, perturb: Perturb) -> Scene:
     img[top:bottom] = np.array([v, v * float(rng.uniform(0.9, 1.1)), v * float(rng.uniform(0.9, 1.2))])
     img[top:bottom] += rng.normal(0, 2.5, img[top:bottom].shape)
     scene.background = np.clip(img, 0, 255).astype(np.uint8)
-    for w in scene.walkers:
-        if rng.random() < 0.6:
-            d = int(rng.integers(10, 60))
-            dark = (d, d + int(rng.integers(-5, 6)), d + int(rng.integers(0, 10)))
-            w.look = dataclasses.replace(w.look, trousers=dark)
+
+    def dark_trousers(rng: np.random.Generator, look: Look) -> Look:
+        d = int(rng.integers(10, 60))
+        dark = (d, d + int(rng.integers(-5, 6)), d + int(rng.integers(0, 10)))
+        return dataclasses.replace(look, trousers=dark)
+
+    _restyle(scene, rng, 0.6, dark_trousers)
     return scene
 
 
