@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import cv2
+import numpy as np
 import pytest
 
 from edge_agent.footfall.counter import Crossing, MotionCounter
@@ -172,3 +175,46 @@ def test_trace_window_lists_the_tracks_of_a_video_without_per_walker_events(tmp_
     # a window before anyone is in view lists no track
     empty = subprocess.run([*cmd, "--window", "0", "0.2"], capture_output=True, text=True, check=True).stdout
     assert "  track " not in empty
+
+
+def test_sheet_draws_what_the_counter_saw_on_the_frames_asked_for(tmp_path: Path) -> None:
+    sc = door_scene("single_in", width=W, height=H, seed=1)
+    _bench("render_footfall_scenes").write(sc, tmp_path)
+    video = tmp_path / "single_in.mp4"
+    side = json.loads((tmp_path / "single_in.json").read_text())
+    ((t, x, y, h, *_),) = side["events"]
+    n = round(t * sc.fps)  # the frame the walker's feet went over the line
+    img, lines = _bench("footfall_sheet").sheet(
+        video, side, {"person_height": 0.28}, [0, n], cols=2, whole=True)
+    assert img.shape == (H, 2 * W, 3)
+    assert lines[0] == "frame 0 t=0.00 mask 0 px, 0 found, tracks -"
+    head, tracks = lines[1].split(", tracks ")
+    assert head.startswith(f"frame {n} t={n / sc.fps:.2f} mask ") and head.endswith(", 1 found")
+    ((_, pos),) = [tr.split("@") for tr in tracks.split()]  # one track, on the walker
+    tx, ty = (float(v) for v in pos.strip("()").split(","))
+    assert math.hypot(tx - x, ty - y) < 0.6 * h
+    # The mask is tinted red on the frame itself: every tinted pixel is a mask pixel (at this size
+    # the working image is the frame), and only the drawn line, dots and label cover a few of them.
+    cap = cv2.VideoCapture(str(video))
+    raw = [cap.read()[1] for _ in range(n + 1)]
+    mask_px = int(head.split(" mask ")[1].split(" px")[0])
+    for k, frame in ((0, raw[0]), (1, raw[n])):
+        tile = img[:, k * W:(k + 1) * W].astype(np.int16)
+        tint = (0.5 * frame + (0, 0, 127)).astype(np.uint8).astype(np.int16)
+        tinted = int(np.count_nonzero((tile == tint).all(axis=2) & (tile != frame).any(axis=2)))
+        if k == 0:
+            assert tinted == 0
+        else:
+            assert 0.9 * mask_px <= tinted <= mask_px
+    # From the command line: the sheet is written, and a frame past the end is refused.
+    out = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "footfall_sheet.py"), str(video), "--frames", f"0,{n}",
+         "--set", "person_height=0.28", "--out", str(tmp_path / "s.png")],
+        capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[:2] == lines  # the same counts, whatever the tiles show
+    assert cv2.imread(str(tmp_path / "s.png")) is not None
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "footfall_sheet.py"), str(video), "--frames", "100000",
+         "--out", str(tmp_path / "t.png")], capture_output=True, text=True, check=False)
+    assert bad.returncode != 0 and "has no frame 100000" in bad.stderr
+    assert not (tmp_path / "t.png").exists()
