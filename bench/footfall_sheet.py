@@ -6,7 +6,7 @@ that frame as green dots, every live track as a cyan dot with its id, and the li
 of bench/footfall_trace.py says a track went astray, the sheet shows why: a ghost left where someone
 stood, legs lost against the floor, two people in one blob. One line per frame is printed as well:
 
-    frame 305 t=12.20 mask 1843 px, 2 found, tracks 1@(230,159) 4@(199,182)
+    frame 325 t=13.00 mask 1083 px, 1 found, tracks 1@(237,124) 4@(199,182)
 
     .venv/bin/python bench/footfall_sheet.py ../shared/data/footfall/caviar_front/TwoLeaveShop2front.mpg \
         --frames 290,305,315,325 --out /tmp/sheet.png
