@@ -59,3 +59,68 @@ def test_a_shadow_counts_as_foreground_when_the_shadow_rule_is_out_of_its_range(
     frame[30:55, 10:20] = (36, 36, 36)  # 0.3x: darker than any shadow the rule accepts (0.45-0.92)
     mask = bg.apply(frame)
     assert mask[31:54, 11:19].min() == 255
+
+
+def _stood_then_left(ghost_match: float = 0.7, frames: int = 150) -> tuple[BackgroundModel, np.ndarray]:
+    """Someone stands still at one spot long enough to be half learned, then walks on."""
+    bg = BackgroundModel(ghost_match=ghost_match)
+    for _ in range(30):
+        bg.apply(_scene())
+    still = _scene()
+    still[30:55, 10:20] = (40, 40, 50)
+    for _ in range(frames):
+        bg.apply(still)
+    left = _scene()
+    left[30:55, 40:48] = (60, 84, 110)  # someone else, elsewhere, in the same frame
+    return bg, bg.apply(left)
+
+
+def test_the_place_someone_stood_is_not_foreground_once_they_walk_on() -> None:
+    bg, mask = _stood_then_left()
+    assert mask[30:55, 10:20].sum() == 0
+    assert bg.ghosts == 1
+    assert mask[31:54, 41:47].min() == 255  # the other person is untouched
+    # and the place is learned at once: the next empty frame shows nothing there either
+    assert bg.apply(_scene())[30:55, 10:20].sum() == 0
+
+
+def test_without_the_ghost_test_the_place_someone_stood_stays_foreground() -> None:
+    # Guards the test above: after 150 still frames the background really holds half the person.
+    bg, mask = _stood_then_left(ghost_match=2.0)  # no blob can match more than all of itself
+    assert mask[31:54, 11:19].min() == 255
+    assert bg.ghosts == 0
+
+
+def test_someone_new_on_the_spot_where_another_stood_is_foreground() -> None:
+    bg = BackgroundModel()
+    for _ in range(30):
+        bg.apply(_scene())
+    still = _scene()
+    still[30:55, 10:20] = (40, 40, 50)
+    for _ in range(150):
+        bg.apply(still)
+    other = _scene()
+    other[30:55, 10:20] = (200, 60, 60)  # another person steps on the same spot
+    mask = bg.apply(other)
+    assert mask[31:54, 11:19].min() == 255
+    assert bg.ghosts == 0
+
+
+def test_a_bag_left_in_view_of_a_noisy_camera_fades_into_the_background() -> None:
+    # The noise (sigma 7) lifts the detection threshold to ~50; judged at the configured 18, two noisy
+    # frames would differ "by motion" on most pixels (after the 3x3 spread) and the bag would stay.
+    rng = np.random.default_rng(0)
+
+    def noisy(img: np.ndarray) -> np.ndarray:
+        return np.asarray(np.clip(img + rng.normal(0, 7, img.shape), 0, 255), np.uint8)
+
+    bg = BackgroundModel()
+    for _ in range(100):
+        bg.apply(noisy(_scene()))
+    with_bag = _scene()
+    with_bag[35:50, 20:35] = (20, 20, 20)
+    first = bg.apply(noisy(with_bag))
+    assert first[37:48, 22:33].mean() > 200  # it is foreground when it appears
+    for _ in range(600):
+        mask = bg.apply(noisy(with_bag))
+    assert mask[35:50, 20:35].mean() < 10
