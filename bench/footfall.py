@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -53,12 +54,17 @@ def open_video(path: Path, side: dict, overrides: dict) -> tuple[cv2.VideoCaptur
     return cap, fps, MotionCounter(cfg)
 
 
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` options (VALUE in JSON) as FootfallConfig overrides."""
+    return {k: json.loads(v) for k, v in (s.split("=", 1) for s in items)}
+
+
 def count_video(
     path: Path, side: dict, overrides: dict, resize: tuple[int, int] | None = None,
-    after_frame: Callable[[MotionCounter, float], None] | None = None,
+    after_frame: Callable[[MotionCounter, Frame], None] | None = None,
 ):
-    """Count one video; ``after_frame(counter, t)`` runs after each frame (diagnostics, untimed
-    use only: it runs inside the timed loop)."""
+    """Count one video; ``after_frame(counter, frame)`` runs after each frame with the frame the
+    counter was given (diagnostics, untimed use only: it runs inside the timed loop)."""
     cap, fps, counter = open_video(path, side, overrides)
     n_in = n_out = 0
     events = []
@@ -71,10 +77,11 @@ def count_video(
             break
         if resize is not None:
             img = cv2.resize(img, resize, interpolation=cv2.INTER_AREA)
-        for c in counter.process(Frame(img, n / fps, n)):
+        frame = Frame(img, n / fps, n)
+        for c in counter.process(frame):
             events.append((n, c))
         if after_frame is not None:
-            after_frame(counter, n / fps)
+            after_frame(counter, frame)
         n += 1
     events += [(n, c) for c in counter.flush()]
     elapsed = time.perf_counter() - t0
@@ -142,7 +149,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     cv2.setNumThreads(args.threads)
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_sets(args.set)
     resize = tuple(int(v) for v in args.resize.split("x")) if args.resize else None
     tot = {"videos": 0, "true_in": 0, "true_out": 0, "counted_in": 0, "counted_out": 0, "missed": 0,
            "extra": 0, "exact_videos": 0}

@@ -6,7 +6,7 @@ that frame as green dots, every live track as a cyan dot with its id, and the li
 of bench/footfall_trace.py says a track went astray, the sheet shows why: a ghost left where someone
 stood, legs lost against the floor, two people in one blob. One line per frame is printed as well:
 
-    frame 325 t=13.00 mask 1083 px, 1 found, tracks 1@(237,124) 4@(199,182)
+    frame 305 t=12.20 mask 921 px, 1 found, tracks 1@(228,156)
 
     .venv/bin/python bench/footfall_sheet.py ../shared/data/footfall/caviar_front/TwoLeaveShop2front.mpg \
         --frames 290,305,315,325 --out /tmp/sheet.png
@@ -26,7 +26,8 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.footfall import count_video
+from bench.footfall import count_video, parse_sets
+from edge_agent.camera.base import Frame
 from edge_agent.footfall.counter import MotionCounter
 
 U8 = npt.NDArray[np.uint8]
@@ -68,21 +69,17 @@ def sheet(video: Path, side: dict[str, Any], overrides: dict[str, Any], frames: 
     """The contact sheet of ``frames`` (video frame indices) and one text line per frame.
 
     Each tile is the counter's zone (with a margin), or the whole frame when ``whole``."""
-    cap = cv2.VideoCapture(str(video))  # read in step with the counter's own capture
     want = set(frames)
     tiles: dict[int, U8] = {}
     lines: dict[int, str] = {}
-    seen = [0]
 
-    def after(counter: MotionCounter, t: float) -> None:
-        ok, img = cap.read()
-        n = seen[0]
-        seen[0] += 1
-        if not ok or n not in want:
+    def after(counter: MotionCounter, frame: Frame) -> None:
+        n, t = frame.index, frame.t
+        if n not in want:
             return
-        H, W = img.shape[:2]
+        H, W = frame.image.shape[:2]
         bx0, by0, bx1, by1 = (0, 0, W, H) if whole else zone_box(counter, W, H)
-        tile = draw(np.asarray(img, np.uint8), counter)[by0:by1, bx0:bx1]
+        tile = draw(frame.image, counter)[by0:by1, bx0:bx1]
         if zoom != 1.0:
             big = cv2.resize(tile, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
             tile = np.asarray(big, np.uint8)
@@ -94,11 +91,10 @@ def sheet(video: Path, side: dict[str, Any], overrides: dict[str, Any], frames: 
         lines[n] = (f"frame {n} t={t:.2f} mask {int(np.count_nonzero(counter.last_mask))} px, "
                     f"{len(counter.last_detections)} found, tracks {tracks or '-'}")
 
-    count_video(video, side, overrides, after_frame=after)
-    cap.release()
+    _, _, total, *_ = count_video(video, side, overrides, after_frame=after)
     missing = sorted(want - tiles.keys())
     if missing:
-        raise SystemExit(f"{video.name} has no frame {missing[0]} (it has {seen[0]})")
+        raise SystemExit(f"{video.name} has no frame {missing[0]} (it has {total})")
     shown = [tiles[n] for n in frames]
     blank = np.zeros_like(shown[0])
     shown += [blank] * (-len(shown) % cols)
@@ -118,7 +114,7 @@ def main() -> None:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     side = json.loads(args.video.with_suffix(".json").read_text())
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_sets(args.set)
     frames = [int(f) for f in args.frames.split(",") if f.strip()]
     if not frames:
         raise SystemExit("--frames lists no frame")

@@ -24,7 +24,8 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.footfall import MATCH_H, count_video, pair_events
+from bench.footfall import MATCH_H, count_video, pair_events, parse_sets
+from edge_agent.camera.base import Frame
 from edge_agent.footfall.counter import Crossing, MotionCounter
 
 # (t, x, y, signed distance in person heights, seen this frame)
@@ -34,7 +35,8 @@ Point = tuple[float, float, float, float, bool]
 def trace(video: Path, side: dict, overrides: dict) -> tuple[dict[int, list[Point]], list[Crossing]]:
     paths: dict[int, list[Point]] = defaultdict(list)
 
-    def record(counter: MotionCounter, t: float) -> None:
+    def record(counter: MotionCounter, frame: Frame) -> None:
+        t = frame.t
         s = counter._scale
         ln = counter.lines[0]
         for tr in counter.tracks:
@@ -78,7 +80,7 @@ def main() -> None:
     side = json.loads(args.video.with_suffix(".json").read_text())
     if "events" not in side and args.window is None:
         raise SystemExit(f"{args.video.with_suffix('.json')} lists no per-walker events; use --window T0 T1")
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_sets(args.set)
     paths, crossings = trace(args.video, side, overrides)
     if args.window is not None:
         t0, t1 = args.window

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.footfall.background import BackgroundModel
+from edge_agent.footfall.background import GHOST_MATCH, BackgroundModel
 
 
 def _scene() -> np.ndarray:
@@ -61,15 +61,22 @@ def test_a_shadow_counts_as_foreground_when_the_shadow_rule_is_out_of_its_range(
     assert mask[31:54, 11:19].min() == 255
 
 
-def _stood_then_left(ghost_match: float = 0.7, frames: int = 150) -> tuple[BackgroundModel, np.ndarray]:
-    """Someone stands still at one spot long enough to be half learned, then walks on."""
+def _stood(ghost_match: float = GHOST_MATCH) -> BackgroundModel:
+    """A background model that has watched someone stand still at one spot long enough (150 frames)
+    to be half learned."""
     bg = BackgroundModel(ghost_match=ghost_match)
     for _ in range(30):
         bg.apply(_scene())
     still = _scene()
     still[30:55, 10:20] = (40, 40, 50)
-    for _ in range(frames):
+    for _ in range(150):
         bg.apply(still)
+    return bg
+
+
+def _stood_then_left(ghost_match: float = GHOST_MATCH) -> tuple[BackgroundModel, np.ndarray]:
+    """... and the mask of the frame after they walked on."""
+    bg = _stood(ghost_match)
     left = _scene()
     left[30:55, 40:48] = (60, 84, 110)  # someone else, elsewhere, in the same frame
     return bg, bg.apply(left)
@@ -92,13 +99,7 @@ def test_without_the_ghost_test_the_place_someone_stood_stays_foreground() -> No
 
 
 def test_someone_new_on_the_spot_where_another_stood_is_foreground() -> None:
-    bg = BackgroundModel()
-    for _ in range(30):
-        bg.apply(_scene())
-    still = _scene()
-    still[30:55, 10:20] = (40, 40, 50)
-    for _ in range(150):
-        bg.apply(still)
+    bg = _stood()
     other = _scene()
     other[30:55, 10:20] = (200, 60, 60)  # another person steps on the same spot
     mask = bg.apply(other)

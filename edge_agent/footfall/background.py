@@ -83,7 +83,6 @@ class BackgroundModel:
         self._frames += 1
         if self._bg is None or self._bg.shape != frame.shape:
             self._bg = frame.copy()
-            self._long = frame.copy()
             self._prev = None
             self.last_frame = frame
             return np.zeros(image.shape[:2], np.uint8)
@@ -116,7 +115,6 @@ class BackgroundModel:
         # or the camera was moved): start over rather than report a crowd.
         if area > 0 and np.count_nonzero(fg) > self.relearn_fraction * area:
             self._bg = frame
-            self._long = frame.copy()
             self._frames = 0
             self.relearned += 1
             return np.zeros(image.shape[:2], np.uint8)
@@ -160,8 +158,9 @@ class BackgroundModel:
         return cand[0][ghost], cand[1][ghost]
 
     def _learn_long(self, frame: F32, near: npt.NDArray[np.bool_], rate: float) -> None:
-        """The slow background copies the fast one through the warm-up, then learns only away from
-        foreground, at a tenth of the rate: someone standing still for a minute stays out of it."""
+        """The slow background copies the fast one through the warm-up (after a start or a relearn),
+        then learns only away from foreground, at a tenth of the rate: someone standing still for a
+        minute stays out of it. Nothing reads it during the warm-up."""
         assert self._bg is not None
         if self._long is None or self._frames <= self.warmup_frames:
             self._long = self._bg.copy()
